@@ -1,0 +1,168 @@
+"""``fit``: a whole training loop compiled into one program.
+
+The loop is a ``lax.while_loop`` that runs until ``steps`` updates are done or
+the train loss drops below ``tol`` ("repeat until good enough"). Without
+``tol`` the threshold is -inf, so one compiled program serves both cases and
+the learning rate and tolerance are traced values: a new learning rate never
+recompiles.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import BadType, BadValue
+from .gradients import loss_fn
+from .model import MLP
+from .optim import check_learning_rate
+from .step import Step
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What ``fit`` returns.
+
+    ``losses[i]`` is the train loss at step ``i`` before that step's update;
+    ``len(losses) == steps``, the number of updates applied. ``converged`` is
+    True when the loop stopped because a loss fell below ``tol``.
+    """
+
+    params: Any
+    losses: np.ndarray
+    steps: int
+    converged: bool
+
+
+def check_positive_int(name: str, value, *, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise BadValue(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_tol(tol):
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)):
+        raise BadType(f"tol must be a number, got {tol!r}")
+    if not math.isfinite(tol) or tol <= 0:
+        raise BadValue(f"tol must be positive and finite, got {tol!r}")
+    return float(tol)
+
+
+def check_data(x, y, model: MLP, loss: str):
+    """Arrays for x and y, refusing non-finite values and shapes that don't fit."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    for name, a in (("x", x), ("y", y)):
+        if jnp.issubdtype(a.dtype, jnp.inexact) and not bool(jnp.isfinite(a).all()):
+            bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
+            raise BadValue(f"{name} holds a non-finite value {np.asarray(a)[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+    if x.ndim != 2 or x.shape[1] != model.sizes[0]:
+        raise BadValue(f"x has shape {tuple(x.shape)} but the model's input width is {model.sizes[0]} (sizes {model.sizes})")
+    if y.shape[:1] != x.shape[:1]:
+        raise BadValue(f"x has {x.shape[0]} rows but y has {y.shape[0] if y.ndim else 'no'} rows")
+    return x, y
+
+
+def minibatch(x, y, i, batch_size, key):
+    """The batch for step ``i``: a fresh permutation of the rows each epoch.
+
+    A pure function of ``(key, i)``, so a run can be replayed or resumed from
+    any step. The last ``n % batch_size`` rows of each permutation are left
+    out of that epoch; the next epoch reshuffles, so every row is used.
+    """
+    if batch_size is None:
+        return x, y
+    n = x.shape[0]
+    epoch, j = jnp.divmod(i, n // batch_size)
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    idx = jax.lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
+    return x[idx], y[idx]
+
+
+def train_loop(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, key):
+    """The compiled loop, unjitted: ``(params, losses, steps_taken)``.
+
+    ``losses`` has length ``steps``; entries past ``steps_taken`` are NaN.
+    """
+    opt_state = step.init_state(params, learning_rate)
+    dtype = jax.tree.leaves(params)[0].dtype
+    losses = jnp.full((steps,), jnp.nan, dtype)
+
+    def cond(carry):
+        i, _, _, _, last = carry
+        return (i < steps) & ~(last < tol)
+
+    def body(carry):
+        i, params, opt_state, losses, _ = carry
+        xb, yb = minibatch(x, y, i, batch_size, key)
+        params, opt_state, loss = step.update_state(params, opt_state, xb, yb)
+        return i + 1, params, opt_state, losses.at[i].set(loss), loss
+
+    carry = (jnp.int32(0), params, opt_state, losses, jnp.array(jnp.inf, dtype))
+    i, params, _, losses, _ = jax.lax.while_loop(cond, body, carry)
+    return params, losses, i
+
+
+_train = jax.jit(train_loop, static_argnums=(0, 1, 2))
+
+
+def fit(
+    model: MLP,
+    params,
+    x,
+    y,
+    *,
+    loss,
+    optimizer,
+    learning_rate,
+    grad="manual",
+    steps,
+    tol=None,
+    batch_size=None,
+    key=None,
+    optimizer_options=None,
+) -> FitResult:
+    """Train ``params`` with one compiled loop and return a ``FitResult``.
+
+    ``optimizer`` is an optax factory (``optax.adam``) or its name
+    (``"adam"``); ``optimizer_options`` are its other arguments. With
+    ``batch_size`` the rows are reshuffled every epoch from ``key`` (default
+    ``jax.random.key(0)``); without it every step is full batch. With ``tol``
+    the loop stops after the first step whose loss is below ``tol``.
+
+    >>> import jax.numpy as jnp
+    >>> model = MLP((2, 2, 1))
+    >>> params = [{"W": jnp.array([[0.5, 0.2], [0.3, 0.4]]), "b": jnp.array([0.1, 0.1])},
+    ...           {"W": jnp.array([[0.6, 0.7]]), "b": jnp.array([0.1])}]
+    >>> result = fit(model, params, jnp.array([[2.0, 3.0]]), jnp.array([[10.0]]),
+    ...              loss="half_squared_error", optimizer="sgd", learning_rate=0.1,
+    ...              steps=1000, tol=1e-6)
+    >>> result.converged, result.losses[:2]
+    (True, array([ 28.50125, 334.1325 ], dtype=float32))
+    """
+    step = Step(model, loss, optimizer, grad, tuple((optimizer_options or {}).items()))
+    learning_rate = check_learning_rate(learning_rate)
+    steps = check_positive_int("steps", steps)
+    tol = check_tol(tol)
+    x, y = check_data(x, y, model, step.loss)
+    model.check(params, x)
+    loss_fn(model, step.loss)(params, x[:1], y[:1])  # target shape errors now, not inside jit
+    n = x.shape[0]
+    batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
+    if batch_size is not None and batch_size > n:
+        raise BadValue(f"batch_size {batch_size} is larger than the {n} training rows")
+    if key is None:
+        key = jax.random.key(0)
+    dtype = jax.tree.leaves(params)[0].dtype
+    threshold = jnp.asarray(-jnp.inf if tol is None else tol, dtype)
+    params, losses, taken = _train(step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key)
+    taken = int(taken)
+    losses = np.asarray(losses)[:taken]
+    converged = tol is not None and taken > 0 and bool(losses[-1] < tol)
+    return FitResult(params=params, losses=losses, steps=taken, converged=converged)

@@ -1,0 +1,20 @@
+import jax
+import numpy as np
+import pytest
+
+# Catch accidental float64/int promotions in the library (the tests' own
+# float64 checks opt in with jax.enable_x64).
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)
+
+
+def tree_allclose(x, y, *, rtol, atol=0.0):
+    """Leaf-by-leaf allclose; the error names the leaf path."""
+    paths = jax.tree_util.tree_flatten_with_path(x)[0]
+    for (path, a), b in zip(paths, jax.tree.leaves(y), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
+    return True
