@@ -143,8 +143,8 @@ def fit(
     >>> result = fit(model, params, jnp.array([[2.0, 3.0]]), jnp.array([[10.0]]),
     ...              loss="half_squared_error", optimizer="sgd", learning_rate=0.1,
     ...              steps=1000, tol=1e-6)
-    >>> result.converged, result.losses[:2]
-    (True, array([ 28.50125, 334.1325 ], dtype=float32))
+    >>> result.converged, result.steps, result.losses[:2].round(2)
+    (True, 89, array([ 28.5 , 334.13], dtype=float32))
     """
     step = Step(model, loss, optimizer, grad, tuple((optimizer_options or {}).items()))
     learning_rate = check_learning_rate(learning_rate)

@@ -4,8 +4,14 @@ A Python-float learning rate passed to ``optax.sgd(0.1)`` is baked into the
 compiled program as a constant, so every new value recompiles (optax #577).
 ``make_optimizer`` wraps the factory with ``optax.inject_hyperparams``: the
 learning rate then lives in the optimizer state as an array and is traced.
+
+Only the learning rate is injected. Injecting every numeric argument (the
+wrapper's default) turns Adam's b1, b2 and eps into arrays too, and the
+trajectory then drifts from plain ``optax.adam`` by float rounding (optax
+#1532); keeping them static makes it bitwise identical (tests/test_fit.py).
 """
 
+import inspect
 import math
 from typing import Callable
 
@@ -77,8 +83,12 @@ def make_optimizer(optimizer, learning_rate, **options) -> optax.GradientTransfo
     0.1...
     """
     factory = resolve_optimizer(optimizer)
+    parameters = inspect.signature(factory).parameters
+    if "learning_rate" not in parameters:
+        raise BadValue(f"optimizer {getattr(factory, '__name__', factory)!r} takes no learning_rate argument")
+    static = [n for n, p in parameters.items() if n != "learning_rate" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     try:
-        return optax.inject_hyperparams(factory)(learning_rate=learning_rate, **options)
+        return optax.inject_hyperparams(factory, static_args=static)(learning_rate=learning_rate, **options)
     except TypeError as e:
         raise BadValue(f"optimizer options {sorted(options)} don't fit {getattr(factory, '__name__', factory)}: {e}") from None
 

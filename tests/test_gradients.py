@@ -31,7 +31,9 @@ def _assert_agree(model, loss, seed, batch, dtype, rtol):
     params = jax.tree.map(lambda a: a * 1.5, params)
     x, y = _data(model, loss, jax.random.fold_in(key, 1), batch, dtype)
     # One small compiled program per case: far cheaper than op-by-op dispatch.
-    manual, auto = _both(jmlp.manual_grad(model, loss), jmlp.autodiff_grad(model, loss), params, x, y)
+    # Strict promotion: jmlp's math must not silently mix dtypes.
+    with jax.numpy_dtype_promotion("strict"):
+        manual, auto = _both(jmlp.manual_grad(model, loss), jmlp.autodiff_grad(model, loss), params, x, y)
     assert jax.tree.structure(manual) == jax.tree.structure(params)
     for m, a in zip(jax.tree.leaves(manual), jax.tree.leaves(auto)):
         assert m.dtype == a.dtype == dtype
