@@ -5,7 +5,8 @@ a kink, the derivative follows what ``jax.grad`` gives for the same jax.nn
 function, so hand-derived and autodiff gradients agree exactly there too.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -35,10 +35,10 @@ def _int(text: str) -> int:
 
 
 def _explain(args) -> int:
-    from .walkthrough import walkthrough
-    from .optim import check_learning_rate
     from .fit import check_positive_int
+    from .optim import check_learning_rate
     from .report import fmt, table
+    from .walkthrough import walkthrough
 
     if len(args.x) != 2:
         raise BadValue(f"--x needs 2 values for the walkthrough's 2-2-1 net, got {len(args.x)}: {fmt(args.x)}")

@@ -15,7 +15,7 @@ import jax
 
 from .activations import get_activation
 from .errors import unknown_name
-from .losses import LOSSES, check_targets, get_loss
+from .losses import check_targets, get_loss
 from .model import MLP
 
 

@@ -6,7 +6,8 @@ shape as ``y_hat`` (the 1/batch factor included), the seed's ``dL/dŷ``.
 or ``"labels"`` (integers shaped ``(batch,)``).
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -13,7 +13,7 @@ trajectory then drifts from plain ``optax.adam`` by float rounding (optax
 
 import inspect
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import optax

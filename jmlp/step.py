@@ -8,7 +8,8 @@ learning rate (a traced value in the state) never recompiles.
 """
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
