@@ -84,8 +84,9 @@ def _train(args) -> int:
     config = load(args.config, args.set)
     out = _prepare_out(args.out, ["summary.json"], args.force)
     summary = train(config)
-    rows = [[split, s["loss"], s.get("accuracy", "")] for split, s in (("train", summary["train"]), ("validation", summary["validation"])) if s]
-    print(table(rows, ["split", "loss", "accuracy"]))
+    splits = [(name, s) for name, s in (("train", summary["train"]), ("validation", summary["validation"])) if s]
+    columns = ["loss", "accuracy"] if "accuracy" in summary["train"] else ["loss"]
+    print(table([[name, *(s[c] for c in columns)] for name, s in splits], ["split", *columns]))
     print(f"steps: {summary['steps']}" + (" (stopped: loss < tol)" if summary["converged"] else ""))
     if out is not None:
         write_json(out / "summary.json", summary)
