@@ -94,6 +94,62 @@ def _train(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    import shutil
+    import tempfile
+
+    from . import plots
+    from .config import load
+    from .experiment import run_sweep, sweep_report
+    from .report import csv_text, fmt, toml_text, write_atomic, write_json
+
+    config = load(args.config, args.set)
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        raise BadValue(f"--out {str(out)!r} already exists and is not empty; choose another folder or pass --force to replace it")
+    bar = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=config["train"]["steps"], unit="step", desc="sweep", file=sys.stderr)
+
+    def progress(done, total):
+        bar.update(done - bar.n)
+
+    try:
+        result = run_sweep(config, progress if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    print(result.table())
+    best = result.best()
+    if best is None:
+        print("best: none (every run diverged)")
+    else:
+        key = "val_loss" if result.val_loss is not None else "final_loss"
+        print(f"best learning rate: {fmt(best['learning_rate'])} ({key} {fmt(best[key][0])})")
+    if out is None:
+        return 0
+    # Everything is written into a fresh sibling folder, then renamed into place:
+    # a failure part-way leaves no half-written DIR.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        write_json(tmp / "results.json", sweep_report(config, result))
+        write_atomic(tmp / "results.csv", csv_text(result.runs()))
+        write_atomic(tmp / "config.toml", toml_text(config))
+        plots.loss_curves(result, tmp / "loss_curves.png")
+        plots.loss_vs_learning_rate(result, tmp / "loss_vs_lr.png")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {out}/: results.json, results.csv, config.toml, loss_curves.png, loss_vs_lr.png")
+    return 0
+
+
 def _prepare_out(out, names, force):
     """Check the output folder before any work, so a refusal loses nothing."""
     if out is None:
@@ -129,6 +185,14 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="folder to write summary.json into")
     t.add_argument("--force", action="store_true", help="replace an existing summary.json in --out")
     t.set_defaults(run=_train)
+
+    s = sub.add_parser("sweep", help="a learning-rate x seed grid from a TOML config, as one compiled program")
+    s.add_argument("config", help="the TOML config file, with a [sweep] section")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+    s.add_argument("--out", help="folder to write results.json, results.csv, config.toml and plots into")
+    s.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(run=_sweep)
     return p
 
 

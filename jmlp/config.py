@@ -52,7 +52,54 @@ SCHEMA = {
         "batch_size": (None, "a positive integer", _positive_int),
         "seed": (0, "an integer >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
     },
+    "sweep": {
+        "learning_rates": (None, "a list of positive numbers or a table {start, stop, num, spacing}", lambda v: isinstance(v, (list, dict))),
+        "seeds": ([0], "a list of distinct integers >= 0", lambda v: isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v)),
+        "chunk_steps": (None, "a positive integer", _positive_int),
+    },
 }
+
+GRID_KEYS = {"start", "stop", "num", "spacing"}
+
+
+def learning_rate_grid(spec) -> list[float]:
+    """The learning rates of ``[sweep] learning_rates``: a list, or a table
+    ``{start, stop, num, spacing = "log" | "linear"}`` (both ends included).
+
+    >>> learning_rate_grid({"start": 1e-3, "stop": 1e-1, "num": 3})
+    [0.001, 0.01, 0.1]
+    """
+    if isinstance(spec, list):
+        for v in spec:
+            if not _positive_number(v):
+                raise BadValue(f"config [sweep] learning_rates holds {v!r}: every learning rate must be a positive finite number")
+        if not spec:
+            raise BadValue("config [sweep] learning_rates is empty: give at least one learning rate")
+        if len(set(spec)) != len(spec):
+            raise BadValue(f"config [sweep] learning_rates has duplicates: {spec}")
+        return [float(v) for v in spec]
+    unknown = set(spec) - GRID_KEYS
+    if unknown:
+        raise unknown_name("key in [sweep] learning_rates", sorted(unknown)[0], GRID_KEYS)
+    missing = {"start", "stop", "num"} - set(spec)
+    if missing:
+        raise BadValue(f"config [sweep] learning_rates table is missing {sorted(missing)}")
+    start, stop, num, spacing = spec["start"], spec["stop"], spec["num"], spec.get("spacing", "log")
+    for name, v in (("start", start), ("stop", stop)):
+        if not _positive_number(v):
+            raise BadValue(f"config [sweep] learning_rates.{name} = {v!r} must be a positive finite number")
+    if not _positive_int(num):
+        raise BadValue(f"config [sweep] learning_rates.num = {num!r} must be a positive integer")
+    if spacing not in ("log", "linear"):
+        raise BadValue(f"config [sweep] learning_rates.spacing = {spacing!r} must be 'log' or 'linear'")
+    if num == 1:
+        return [float(start)]
+    if spacing == "log":
+        grid = [math.exp(math.log(start) + (math.log(stop) - math.log(start)) * k / (num - 1)) for k in range(num)]
+    else:
+        grid = [start + (stop - start) * k / (num - 1) for k in range(num)]
+    grid[0], grid[-1] = float(start), float(stop)  # exact ends, whatever the rounding
+    return [float(f"{g:.12g}") for g in grid]
 
 
 def read(path) -> dict:
@@ -128,6 +175,11 @@ def resolve(config: dict, schema=SCHEMA) -> dict:
             if not check(value):
                 raise BadValue(f"config [{section}] {key} = {value!r} is invalid: expected {allowed}")
             out[section][key] = value
+    if out["sweep"]["learning_rates"] is not None:
+        learning_rate_grid(out["sweep"]["learning_rates"])
+    seeds = out["sweep"]["seeds"]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BadValue(f"config [sweep] seeds = {seeds} must be a non-empty list of distinct integers")
     data = out["data"]
     if data["source"] == "csv" and (data["path"] is None or data["target"] is None):
         raise BadValue("config [data] source = 'csv' needs both path and target")

@@ -104,6 +104,48 @@ def environment() -> dict:
     }
 
 
+def run_sweep(config: dict, progress=None):
+    """The config's learning-rate x seed grid as one ``jmlp.sweep``; returns the result."""
+    from .config import learning_rate_grid
+    from .sweep import sweep
+
+    t, sw = config["train"], config["sweep"]
+    if sw["learning_rates"] is None:
+        raise BadValue("config has no [sweep] learning_rates: add a list, or a table {start, stop, num, spacing}")
+    dataset, model, params = build(config)
+    x, y, x_val, y_val = arrays(dataset)
+    return sweep(
+        model,
+        x,
+        y,
+        loss=t["loss"],
+        optimizer=t["optimizer"],
+        optimizer_options=t["optimizer_options"],
+        learning_rates=learning_rate_grid(sw["learning_rates"]),
+        seeds=sw["seeds"],
+        grad=t["grad"],
+        steps=t["steps"],
+        tol=t["tol"],
+        batch_size=t["batch_size"],
+        x_val=x_val,
+        y_val=y_val,
+        params=params if config["model"]["params"] is not None else None,
+        chunk_steps=sw["chunk_steps"] or (max(1, t["steps"] // 100) if progress else None),
+        progress=progress,
+    )
+
+
+def sweep_report(config: dict, result) -> dict:
+    """What ``results.json`` holds: every run, the aggregate per learning rate, the best."""
+    return {
+        "runs": result.runs(),
+        "aggregate": result.aggregate(),
+        "best": result.best(),
+        "config": config,
+        "environment": environment(),
+    }
+
+
 def train(config: dict) -> dict:
     """Run the config's one training run and return its summary.
 

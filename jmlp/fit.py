@@ -1,10 +1,10 @@
 """``fit``: a whole training loop compiled into one program.
 
-The loop is a ``lax.while_loop`` that runs until ``steps`` updates are done or
-the train loss drops below ``tol`` ("repeat until good enough"). Without
-``tol`` the threshold is -inf, so one compiled program serves both cases and
-the learning rate and tolerance are traced values: a new learning rate never
-recompiles.
+The loop (``loop.py``) is a ``lax.while_loop`` that runs until ``steps`` steps
+are done or the train loss drops below ``tol`` ("repeat until good enough").
+Without ``tol`` the threshold is -inf, so one compiled program serves both
+cases, and the learning rate and tolerance are traced values: a new learning
+rate never recompiles.
 """
 
 import dataclasses
@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import loop
 from .errors import BadType, BadValue
 from .gradients import loss_fn
 from .model import MLP
@@ -27,14 +28,17 @@ class FitResult:
     """What ``fit`` returns.
 
     ``losses[i]`` is the train loss at step ``i`` before that step's update;
-    ``len(losses) == steps``, the number of updates applied. ``converged`` is
-    True when the loop stopped because a loss fell below ``tol``.
+    ``len(losses) == steps``, the number of steps taken. ``converged`` is True
+    when the loop stopped because a loss fell below ``tol``; ``diverged`` when
+    it stopped because the loss became non-finite or blew up (that last step's
+    update is not applied, so ``params`` is the last finite state).
     """
 
     params: Any
     losses: np.ndarray
     steps: int
     converged: bool
+    diverged: bool
 
 
 def check_positive_int(name: str, value, *, allow_none=False):
@@ -42,6 +46,8 @@ def check_positive_int(name: str, value, *, allow_none=False):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise BadValue(f"{name} must be a positive integer, got {value!r}")
+    if value > 2**31 - 1:  # step counters are int32 on every backend
+        raise BadValue(f"{name} must be at most {2**31 - 1}, got {value!r}")
     return int(value)
 
 
@@ -69,47 +75,12 @@ def check_data(x, y, model: MLP, loss: str):
     return x, y
 
 
-def minibatch(x, y, i, batch_size, key):
-    """The batch for step ``i``: a fresh permutation of the rows each epoch.
-
-    A pure function of ``(key, i)``, so a run can be replayed or resumed from
-    any step. The last ``n % batch_size`` rows of each permutation are left
-    out of that epoch; the next epoch reshuffles, so every row is used.
-    """
-    if batch_size is None:
-        return x, y
-    n = x.shape[0]
-    epoch, j = jnp.divmod(i, n // batch_size)
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    idx = jax.lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
-    return x[idx], y[idx]
+def _run(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, key):
+    state = loop.start(step, steps, params, learning_rate)
+    return loop.advance(step, batch_size, state, x, y, tol, key, steps)
 
 
-def train_loop(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, key):
-    """The compiled loop, unjitted: ``(params, losses, steps_taken)``.
-
-    ``losses`` has length ``steps``; entries past ``steps_taken`` are NaN.
-    """
-    opt_state = step.init_state(params, learning_rate)
-    dtype = jax.tree.leaves(params)[0].dtype
-    losses = jnp.full((steps,), jnp.nan, dtype)
-
-    def cond(carry):
-        i, _, _, _, last = carry
-        return (i < steps) & ~(last < tol)
-
-    def body(carry):
-        i, params, opt_state, losses, _ = carry
-        xb, yb = minibatch(x, y, i, batch_size, key)
-        params, opt_state, loss = step.update_state(params, opt_state, xb, yb)
-        return i + 1, params, opt_state, losses.at[i].set(loss), loss
-
-    carry = (jnp.int32(0), params, opt_state, losses, jnp.array(jnp.inf, dtype))
-    i, params, _, losses, _ = jax.lax.while_loop(cond, body, carry)
-    return params, losses, i
-
-
-_train = jax.jit(train_loop, static_argnums=(0, 1, 2))
+_train = jax.jit(_run, static_argnums=(0, 1, 2))
 
 
 def fit(
@@ -161,8 +132,12 @@ def fit(
         key = jax.random.key(0)
     dtype = jax.tree.leaves(params)[0].dtype
     threshold = jnp.asarray(-jnp.inf if tol is None else tol, dtype)
-    params, losses, taken = _train(step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key)
-    taken = int(taken)
-    losses = np.asarray(losses)[:taken]
-    converged = tol is not None and taken > 0 and bool(losses[-1] < tol)
-    return FitResult(params=params, losses=losses, steps=taken, converged=converged)
+    state = _train(step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key)
+    taken = int(state.i)
+    return FitResult(
+        params=state.params,
+        losses=np.asarray(state.losses)[:taken],
+        steps=taken,
+        converged=bool(state.converged),
+        diverged=bool(state.diverged),
+    )

@@ -1,5 +1,7 @@
 """Plain-text tables and atomic file writes: the only place that formats output."""
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -48,3 +50,26 @@ def write_atomic(path, text: str) -> None:
 
 def write_json(path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Records as CSV text, columns in the first record's order; None as empty."""
+    f = io.StringIO()
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in r.items()} for r in rows])
+    return f.getvalue()
+
+
+def toml_text(config: dict) -> str:
+    """A resolved config as TOML (unset keys, which TOML cannot hold as null, left out)."""
+    import tomli_w
+
+    def drop_none(v):
+        if isinstance(v, dict):
+            return {k: drop_none(e) for k, e in v.items() if e is not None}
+        if isinstance(v, list):
+            return [drop_none(e) for e in v]
+        return v
+
+    return tomli_w.dumps(drop_none(config))

@@ -10,7 +10,8 @@ from conftest import tree_allclose
 import jmlp
 from jmlp import walkthrough as w
 from jmlp.data import load
-from jmlp.fit import _train, minibatch
+from jmlp.fit import _train
+from jmlp.loop import minibatch
 from jmlp.step import _update
 
 
@@ -148,3 +149,11 @@ def test_fit_bad_input(key, regression, kwargs, message):
     args.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=message):
         jmlp.fit(model, model.init(key), args.pop("x"), args.pop("y"), **args)
+
+
+def test_divergence_stops_and_keeps_the_last_finite_state():
+    x, y = jnp.array([w.X]), jnp.array([[w.Y]])
+    result = jmlp.fit(w.MODEL, w.seed_params(jnp.float32), x, y, loss=w.LOSS, optimizer="sgd", learning_rate=3.0, steps=500)
+    assert result.diverged and not result.converged and result.steps < 500
+    assert not np.isfinite(result.losses[-1]) or result.losses[-1] > 1e6 * result.losses[0]
+    assert all(bool(jnp.isfinite(a).all()) for a in jax.tree.leaves(result.params))
