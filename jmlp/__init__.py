@@ -2,6 +2,8 @@
 
 from .activations import ACTIVATIONS as ACTIVATIONS
 from .activations import get_activation as get_activation
+from .check import GradCheckReport as GradCheckReport
+from .check import check_grad as check_grad
 from .errors import JmlpError as JmlpError
 from .fit import FitResult as FitResult
 from .fit import fit as fit

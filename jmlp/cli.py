@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import gradcheck_cli
 from .errors import BadValue, JmlpError
 
 
@@ -193,6 +194,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing --out folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=_sweep)
+
+    gradcheck_cli.add_parser(sub)
     return p
 
 

@@ -76,8 +76,10 @@ def check_data(x, y, model: MLP, loss: str):
 
 
 def _run(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, key):
-    state = loop.start(step, steps, params, learning_rate)
-    return loop.advance(step, batch_size, state, x, y, tol, key, steps)
+    # A batch of one run: the very code sweep runs for each of its runs.
+    one = jax.tree.map(lambda a: a[None], (params, learning_rate, key))
+    state = loop.start(step, steps, one[0], one[1])
+    return loop.advance(step, batch_size, state, x, y, tol, one[2], steps)
 
 
 _train = jax.jit(_run, static_argnums=(0, 1, 2))
@@ -133,11 +135,11 @@ def fit(
     dtype = jax.tree.leaves(params)[0].dtype
     threshold = jnp.asarray(-jnp.inf if tol is None else tol, dtype)
     state = _train(step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key)
-    taken = int(state.i)
+    taken = int(state.i[0])
     return FitResult(
-        params=state.params,
-        losses=np.asarray(state.losses)[:taken],
+        params=jax.tree.map(lambda a: a[0], state.params),
+        losses=np.asarray(state.losses[0])[:taken],
         steps=taken,
-        converged=bool(state.converged),
-        diverged=bool(state.diverged),
+        converged=bool(state.converged[0]),
+        diverged=bool(state.diverged[0]),
     )

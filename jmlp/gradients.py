@@ -49,6 +49,11 @@ class ManualGrad:
     def __call__(self, params, x, y):
         return backward(self.model, self.loss, params, x, y)[0]
 
+    def value_and_grad(self, params, x, y):
+        """``(loss, grads)`` from one forward pass, as ``jax.value_and_grad``."""
+        grads, trace = backward(self.model, self.loss, params, x, y)
+        return get_loss(self.loss).fn(trace["y_hat"], y), grads
+
 
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +65,10 @@ class AutodiffGrad:
 
     def __call__(self, params, x, y):
         return jax.grad(LossFn(self.model, self.loss))(params, x, y)
+
+    def value_and_grad(self, params, x, y):
+        """``(loss, grads)``: ``jax.value_and_grad`` of the loss."""
+        return jax.value_and_grad(LossFn(self.model, self.loss))(params, x, y)
 
 
 def loss_fn(model: MLP, loss) -> LossFn:

@@ -1,16 +1,19 @@
-"""The training loop as resumable state: ``start`` then ``advance``, both traceable.
+"""The training loop over a batch of runs: ``start`` then ``advance``, both traceable.
 
-``fit`` runs one ``advance`` to the last step; ``sweep`` vmaps the same two
-functions over (learning rate, seed) and may advance in chunks (for a progress
-bar or checkpoints). The body depends only on the state and the step index, so
-advancing to step 100 in one go or in ten chunks gives the same bits, and a run
-inside a sweep is the same computation as ``fit``.
+Every leaf of the state has a leading run axis. ``fit`` is the batch of one
+run; ``sweep`` batches every (learning rate, seed) pair. All runs step in
+lockstep on one shared counter ``t``, so the step index, the minibatch
+position and the loss-history column are scalars (a dynamic slice, not a
+scatter), and a run that has stopped is simply not updated any more.
 
-A run stops early, and stays frozen, when its loss falls below ``tol``
-(converged) or when it diverges: the loss is non-finite or grows past
-``diverge_factor`` × max(first loss, 1), or the update would make a parameter
-non-finite. A diverging step is recorded in ``losses`` but its update is not
-applied, so the state kept is the last finite one.
+A run stops, and stays frozen, when its loss falls below ``tol`` (converged)
+or when it diverges: the loss is non-finite or grows past ``diverge_factor``
+× max(first loss, 1), or the update would make a parameter non-finite. A
+diverging step is recorded in ``losses`` but its update is not applied, so the
+state kept is the last finite one.
+
+The body depends only on the state and ``t``, so advancing to step 100 in one
+call or in ten chunks gives the same bits.
 """
 
 from typing import Any, NamedTuple
@@ -24,19 +27,20 @@ DIVERGE_FACTOR = 1e6
 
 
 class LoopState(NamedTuple):
-    i: Any  # steps taken (int32)
-    params: Any
-    opt_state: Any
-    losses: Any  # (steps,): loss before each step's update; NaN past i
-    first_loss: Any
-    converged: Any  # bool: a loss fell below tol
-    diverged: Any  # bool
+    t: Any  # steps the loop has run, shared by all runs (int32 scalar)
+    i: Any  # (runs,) steps each run has taken
+    params: Any  # leaves (runs, ...)
+    opt_state: Any  # leaves (runs, ...)
+    losses: Any  # (runs, steps): loss before each step's update; NaN where not taken
+    first_loss: Any  # (runs,)
+    converged: Any  # (runs,) a loss fell below tol
+    diverged: Any  # (runs,)
 
 
-def minibatch(x, y, i, batch_size, key):
-    """The batch for step ``i``: a fresh permutation of the rows each epoch.
+def minibatch(x, y, t, batch_size, key):
+    """The batch for step ``t``: a fresh permutation of the rows each epoch.
 
-    A pure function of ``(key, i)``, so a run can be replayed or resumed from
+    A pure function of ``(key, t)``, so a run can be replayed or resumed from
     any step. The last ``n % batch_size`` rows of each permutation sit that
     epoch out; the next epoch reshuffles, so every row is used.
 
@@ -48,55 +52,75 @@ def minibatch(x, y, i, batch_size, key):
     if batch_size is None:
         return x, y
     n = x.shape[0]
-    epoch, j = jnp.divmod(i, n // batch_size)
+    epoch, j = jnp.divmod(t, n // batch_size)
     perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
     idx = jax.lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
     return x[idx], y[idx]
 
 
-def start(step: Step, steps: int, params, learning_rate) -> LoopState:
-    """The state before step 0, with the optimizer holding ``learning_rate``."""
+def start(step: Step, steps: int, params, learning_rates) -> LoopState:
+    """The state before step 0 for a batch of runs (``params`` leaves and
+    ``learning_rates`` have a leading run axis)."""
+    runs = learning_rates.shape[0]
     dtype = jax.tree.leaves(params)[0].dtype
     return LoopState(
-        i=jnp.int32(0),
+        t=jnp.int32(0),
+        i=jnp.zeros((runs,), jnp.int32),
         params=params,
-        opt_state=step.init_state(params, learning_rate),
-        losses=jnp.full((steps,), jnp.nan, dtype),
-        first_loss=jnp.array(jnp.nan, dtype),
-        converged=jnp.array(False),
-        diverged=jnp.array(False),
+        opt_state=jax.vmap(step.init_state)(params, learning_rates),
+        losses=jnp.full((runs, steps), jnp.nan, dtype),
+        first_loss=jnp.full((runs,), jnp.nan, dtype),
+        converged=jnp.zeros((runs,), bool),
+        diverged=jnp.zeros((runs,), bool),
     )
 
 
-def _all_finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
+def _per_run(mask, new, old):
+    """``new`` where ``mask`` (one bool per run) holds, else ``old``, leaf by leaf."""
+
+    def pick(n, o):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree.map(pick, new, old)
 
 
-def advance(step: Step, batch_size, state: LoopState, x, y, tol, key, until, diverge_factor=DIVERGE_FACTOR) -> LoopState:
-    """Run steps until ``until`` steps are taken, or the run converges or diverges.
+def _finite_per_run(tree):
+    leaves = [jnp.isfinite(a).reshape(a.shape[0], -1).all(axis=1) for a in jax.tree.leaves(tree)]
+    return jnp.stack(leaves).all(axis=0)
 
-    ``tol`` of -inf never stops early. Everything but ``step`` and
-    ``batch_size`` may be traced.
+
+def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, diverge_factor=DIVERGE_FACTOR) -> LoopState:
+    """Step every active run until ``t == until`` or no run is active.
+
+    ``keys`` (one per run) drive the minibatch shuffle; ``tol`` of -inf never
+    stops early. Everything but ``step`` and ``batch_size`` may be traced.
     """
-    until = jnp.minimum(until, state.losses.shape[0])
+    until = jnp.minimum(until, state.losses.shape[1])
 
     def cond(s: LoopState):
-        return (s.i < until) & ~s.converged & ~s.diverged
+        return (s.t < until) & jnp.any(~s.converged & ~s.diverged)
 
     def body(s: LoopState):
-        xb, yb = minibatch(x, y, s.i, batch_size, key)
-        params, opt_state, loss = step.update_state(s.params, s.opt_state, xb, yb)
-        first = jnp.where(s.i == 0, loss, s.first_loss)
-        bad = ~jnp.isfinite(loss) | (loss > diverge_factor * jnp.maximum(first, 1)) | ~_all_finite(params)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(bad, o, n), new, old)  # noqa: E731
+        def one(params, opt_state, key):
+            xb, yb = minibatch(x, y, s.t, batch_size, key)
+            return step.update_state(params, opt_state, xb, yb)
+
+        params, opt_state, loss = jax.vmap(one)(s.params, s.opt_state, keys)
+        active = ~s.converged & ~s.diverged
+        first = jnp.where(s.t == 0, loss, s.first_loss)
+        blown = ~jnp.isfinite(loss) | (loss > diverge_factor * jnp.maximum(first, 1)) | ~_finite_per_run(params)
+        bad = active & blown
+        apply = active & ~blown
+        column = jnp.where(active, loss, jnp.nan).astype(s.losses.dtype)
         return LoopState(
-            i=s.i + 1,
-            params=keep(params, s.params),
-            opt_state=keep(opt_state, s.opt_state),
-            losses=s.losses.at[s.i].set(loss),
+            t=s.t + 1,
+            i=s.i + active,
+            params=_per_run(apply, params, s.params),
+            opt_state=_per_run(apply, opt_state, s.opt_state),
+            losses=jax.lax.dynamic_update_slice_in_dim(s.losses, column[:, None], s.t, axis=1),
             first_loss=first,
-            converged=~bad & (loss < tol),
-            diverged=bad,
+            converged=s.converged | (apply & (loss < tol)),
+            diverged=s.diverged | bad,
         )
 
     return jax.lax.while_loop(cond, body, state)

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 
-from .gradients import grad_fn, loss_fn
+from .gradients import grad_fn
 from .losses import get_loss
 from .model import MLP
 from .optim import make_optimizer, resolve_optimizer
@@ -61,8 +61,8 @@ class Step:
 
     def update_state(self, params, opt_state, x, y):
         """Unjitted ``update``, for use inside a larger compiled program."""
-        loss = loss_fn(self.model, self.loss)(params, x, y)
-        grads = grad_fn(self.model, self.loss, self.grad)(params, x, y)
+        # One forward pass serves both the loss and the gradient.
+        loss, grads = grad_fn(self.model, self.loss, self.grad).value_and_grad(params, x, y)
         # The transformation is rebuilt with a placeholder learning rate: the
         # injected state carries the real one and update_fn reads it from there.
         tx = self.transformation(1.0)

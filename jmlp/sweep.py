@@ -158,7 +158,8 @@ def estimate_bytes(step: Step, steps: int, batch: int, dtype, runs: int) -> int:
     activations and their gradients for one batch.
     """
     params = jax.eval_shape(lambda k: step.model.init(k, dtype), jax.random.key(0))
-    state = jax.eval_shape(lambda p: loop.start(step, steps, p, jnp.asarray(1.0, dtype)), params)
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + a.shape, a.dtype), params)
+    state = jax.eval_shape(lambda p: loop.start(step, steps, p, jnp.ones((1,), dtype)), one)
     state_bytes = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(state))
     activations = 4 * batch * sum(step.model.sizes) * jnp.dtype(dtype).itemsize
     return runs * (2 * state_bytes + activations)
@@ -175,29 +176,34 @@ def _mesh(devices):
     return jax.make_mesh((len(devices),), (AXIS,), devices=devices)
 
 
-def _shard(fn, mesh, in_specs):
-    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_vma=False)
+def _shard(fn, mesh, in_specs, out_specs=None):
+    out_specs = P(AXIS) if out_specs is None else out_specs
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+
+
+# Every state leaf is split along its run axis, except the shared step counter
+# t: each device keeps its own copy (its runs may stop at a different step).
+_STATE_SPECS = loop.LoopState(P(), P(AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS))
 
 
 def _start_runs(step: Step, steps: int, mesh, dtype, learning_rates, seeds, params):
     def runs(lrs, seeds, params):
-        def one(lr, seed):
-            p = step.model.init(jax.random.key(seed), dtype) if params is None else params
-            return loop.start(step, steps, p, lr)
+        if params is None:
+            p = jax.vmap(lambda seed: step.model.init(jax.random.key(seed), dtype))(seeds)
+        else:  # the same starting point for every run
+            p = jax.tree.map(lambda a: jnp.broadcast_to(a, (lrs.shape[0],) + a.shape), params)
+        return loop.start(step, steps, p, lrs)
 
-        return jax.vmap(one)(lrs, seeds)
-
-    return _shard(runs, mesh, (P(AXIS), P(AXIS), P()))(learning_rates, seeds, params)
+    return _shard(runs, mesh, (P(AXIS), P(AXIS), P()), out_specs=_STATE_SPECS)(learning_rates, seeds, params)
 
 
 def _advance_runs(step: Step, batch_size, mesh, states, seeds, x, y, tol, until):
     def runs(states, seeds, x, y, tol, until):
-        def one(state, seed):
-            return loop.advance(step, batch_size, state, x, y, tol, jax.random.key(seed), until)
+        keys = jax.vmap(jax.random.key)(seeds)
+        return loop.advance(step, batch_size, states, x, y, tol, keys, until)
 
-        return jax.vmap(one)(states, seeds)
-
-    return _shard(runs, mesh, (P(AXIS), P(AXIS), P(), P(), P(), P()))(states, seeds, x, y, tol, until)
+    specs = (_STATE_SPECS, P(AXIS), P(), P(), P(), P())
+    return _shard(runs, mesh, specs, out_specs=_STATE_SPECS)(states, seeds, x, y, tol, until)
 
 
 def _evaluate_runs(step: Step, mesh, params, x, y):
@@ -313,7 +319,7 @@ def sweep(
         states = _advance(step, batch_size, mesh, states, run_seed, x, y, threshold, jnp.int32(done))
         if progress is not None:
             progress(done, steps)
-        if done < steps and not bool(jnp.any((states.i < steps) & ~states.converged & ~states.diverged)):
+        if done < steps and not bool(jnp.any(~states.converged & ~states.diverged)):
             if progress is not None:
                 progress(steps, steps)
             break
