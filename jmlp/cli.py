@@ -6,33 +6,8 @@ import sys
 from pathlib import Path
 
 from . import gradcheck_cli
+from .argtypes import Parser, integer, number, numbers
 from .errors import BadValue, JmlpError
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise BadValue(f"{message} (see '{self.prog} --help')")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _explain(args) -> int:
@@ -169,29 +144,29 @@ def _prepare_out(out, names, force):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="jmlp", description="Train multilayer perceptrons with JAX: compiled loops, hand-derived gradients, checks.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="jmlp", description="Train multilayer perceptrons with JAX: compiled loops, hand-derived gradients, checks.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     e = sub.add_parser("explain", help="recompute the seed walkthrough with jmlp's own functions")
-    e.add_argument("--x", type=_floats, default=[2.0, 3.0], help="the input, comma-separated (default 2,3)")
-    e.add_argument("--y", type=_float, default=10.0, help="the target (default 10)")
-    e.add_argument("--lr", type=_float, default=0.1, help="the SGD learning rate η (default 0.1)")
-    e.add_argument("--steps", type=_int, default=100, help="how many steps to run (default 100)")
+    e.add_argument("--x", type=numbers, default=[2.0, 3.0], help="the input, comma-separated (default 2,3)")
+    e.add_argument("--y", type=number, default=10.0, help="the target (default 10)")
+    e.add_argument("--lr", type=number, default=0.1, help="the SGD learning rate η (default 0.1)")
+    e.add_argument("--steps", type=integer, default=100, help="how many steps to run (default 100)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     e.set_defaults(run=_explain)
 
-    t = sub.add_parser("train", help="one training run from a TOML config")
-    t.add_argument("config", help="the TOML config file")
-    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    t.add_argument("--out", help="folder to write summary.json into")
-    t.add_argument("--force", action="store_true", help="replace an existing summary.json in --out")
-    t.set_defaults(run=_train)
+    def config_command(name, help, out, force):
+        c = sub.add_parser(name, help=help)
+        c.add_argument("config", help="the TOML config file")
+        c.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+        c.add_argument("--out", help=out)
+        c.add_argument("--force", action="store_true", help=force)
+        return c
 
-    s = sub.add_parser("sweep", help="a learning-rate x seed grid from a TOML config, as one compiled program")
-    s.add_argument("config", help="the TOML config file, with a [sweep] section")
-    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
-    s.add_argument("--out", help="folder to write results.json, results.csv, config.toml and plots into")
-    s.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    config_command("train", "one training run from a TOML config", "folder to write summary.json into",
+                   "replace an existing summary.json in --out").set_defaults(run=_train)
+    s = config_command("sweep", "a learning-rate x seed grid from a config's [sweep] section, as one compiled program",
+                       "folder to write results.json, results.csv, config.toml and plots into", "replace an existing --out folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(run=_sweep)
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .activations import ACTIVATIONS, get_activation
+from .argtypes import integer, widths
 from .check import MODES, GradCheckReport, check_grad
 from .errors import BadValue, unknown_name
 from .fit import check_positive_int
@@ -84,11 +85,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Check jmlp.manual_grad of a random MLP against jax.grad (the verdict) and central finite "
         "differences (a second witness), in float64. Exit 0 when every check passes, 1 when any fails.",
     )
-    g.add_argument("--sizes", type=_sizes, help="layer widths, comma-separated (default 2,4,1)")
+    g.add_argument("--sizes", type=widths, help="layer widths, comma-separated (default 2,4,1)")
     g.add_argument("--activation", help=f"hidden activation (default relu; one of {', '.join(sorted(ACTIVATIONS))})")
     g.add_argument("--loss", help=f"loss (default half_squared_error; one of {', '.join(sorted(LOSSES))})")
-    g.add_argument("--batch", type=_int, default=8, help="rows of random data (default 8)")
-    g.add_argument("--seed", type=_int, default=0, help="seed of the parameters and data (default 0)")
+    g.add_argument("--batch", type=integer, default=8, help="rows of random data (default 8)")
+    g.add_argument("--seed", type=integer, default=0, help="seed of the parameters and data (default 0)")
     g.add_argument("--mode", default="full", help="full: difference every element; directional: 8 random directions")
     g.add_argument("--dtype", default="float32", help="dtype of parameters and data, float32 or float64 (default "
                    "float32; the check runs in float64 either way)")
@@ -179,20 +180,6 @@ def _case(case, options) -> dict:
 
 def _text(sizes) -> str:
     return ",".join(map(str, sizes))
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 2,4,1, got {text!r}") from None
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def _check_seed(seed) -> int:
