@@ -17,7 +17,7 @@ import numpy as np
 
 from . import loop
 from .errors import BadType, BadValue
-from .gradients import loss_fn
+from .losses import check_targets, get_loss
 from .model import MLP
 from .optim import check_learning_rate
 from .step import Step
@@ -62,24 +62,33 @@ def check_tol(tol):
 
 
 def check_data(x, y, model: MLP, loss: str):
-    """Arrays for x and y, refusing non-finite values and shapes that don't fit."""
+    """Arrays for x and y, refusing non-finite values and shapes that don't fit.
+
+    The checks run on the host with NumPy and Python: no device op is
+    dispatched, so validating costs microseconds even for a tiny fit.
+    """
     x, y = jnp.asarray(x), jnp.asarray(y)
     for name, a in (("x", x), ("y", y)):
-        if jnp.issubdtype(a.dtype, jnp.inexact) and not bool(jnp.isfinite(a).all()):
-            bad = np.argwhere(~np.isfinite(np.asarray(a)))[0]
-            raise BadValue(f"{name} holds a non-finite value {np.asarray(a)[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            host = np.asarray(a)
+            if not np.isfinite(host).all():
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(host))[0])
+                raise BadValue(f"{name} holds a non-finite value {host[bad]} at index {bad}")
     if x.ndim != 2 or x.shape[1] != model.sizes[0]:
         raise BadValue(f"x has shape {tuple(x.shape)} but the model's input width is {model.sizes[0]} (sizes {model.sizes})")
     if y.shape[:1] != x.shape[:1]:
         raise BadValue(f"x has {x.shape[0]} rows but y has {y.shape[0] if y.ndim else 'no'} rows")
+    check_targets(get_loss(loss), (x.shape[0], model.sizes[-1]), y)  # now, not inside jit
     return x, y
 
 
 def _run(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, key):
     # A batch of one run: the very code sweep runs for each of its runs.
     one = jax.tree.map(lambda a: a[None], (params, learning_rate, key))
-    state = loop.start(step, steps, one[0], one[1])
-    return loop.advance(step, batch_size, state, x, y, tol, one[2], steps)
+    state = loop.start(step, steps, one[0], one[1], x.shape[0] if batch_size else 0)
+    state = loop.advance(step, batch_size, state, x, y, tol, one[2], steps)
+    # Unbatch inside the program: slicing on the host would dispatch an op per leaf.
+    return jax.tree.map(lambda a: a[0], (state.params, state.losses, state.i, state.converged, state.diverged))
 
 
 _train = jax.jit(_run, static_argnums=(0, 1, 2))
@@ -125,7 +134,6 @@ def fit(
     tol = check_tol(tol)
     x, y = check_data(x, y, model, step.loss)
     model.check(params, x)
-    loss_fn(model, step.loss)(params, x[:1], y[:1])  # target shape errors now, not inside jit
     n = x.shape[0]
     batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size > n:
@@ -134,12 +142,8 @@ def fit(
         key = jax.random.key(0)
     dtype = jax.tree.leaves(params)[0].dtype
     threshold = jnp.asarray(-jnp.inf if tol is None else tol, dtype)
-    state = _train(step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key)
-    taken = int(state.i[0])
-    return FitResult(
-        params=jax.tree.map(lambda a: a[0], state.params),
-        losses=np.asarray(state.losses[0])[:taken],
-        steps=taken,
-        converged=bool(state.converged[0]),
-        diverged=bool(state.diverged[0]),
+    params, losses, taken, converged, diverged = _train(
+        step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key
     )
+    taken = int(taken)
+    return FitResult(params=params, losses=np.asarray(losses)[:taken], steps=taken, converged=bool(converged), diverged=bool(diverged))

@@ -13,7 +13,9 @@ diverging step is recorded in ``losses`` but its update is not applied, so the
 state kept is the last finite one.
 
 The body depends only on the state and ``t``, so advancing to step 100 in one
-call or in ten chunks gives the same bits.
+call or in ten chunks gives the same bits. With minibatches the state carries
+each run's permutation of the current epoch, drawn once at the epoch's first
+step from ``fold_in(key, epoch)``.
 """
 
 from typing import Any, NamedTuple
@@ -35,32 +37,40 @@ class LoopState(NamedTuple):
     first_loss: Any  # (runs,)
     converged: Any  # (runs,) a loss fell below tol
     diverged: Any  # (runs,)
+    order: Any  # (runs, rows): this epoch's row permutation per run; (runs, 0) when full batch
 
 
-def minibatch(x, y, t, batch_size, key):
-    """The batch for step ``t``: a fresh permutation of the rows each epoch.
+def epoch_order(key, epoch, rows):
+    """The row permutation of one epoch: a pure function of ``(key, epoch)``, so a
+    run can be replayed or resumed from any step.
 
-    A pure function of ``(key, t)``, so a run can be replayed or resumed from
-    any step. The last ``n % batch_size`` rows of each permutation sit that
-    epoch out; the next epoch reshuffles, so every row is used.
+    >>> epoch_order(jax.random.key(0), 0, 4).shape
+    (4,)
+    """
+    return jax.random.permutation(jax.random.fold_in(key, epoch), rows)
+
+
+def minibatch(x, y, order, t, batch_size):
+    """The rows of step ``t`` within its epoch's ``order``. The last
+    ``rows % batch_size`` rows of each permutation sit that epoch out; the next
+    epoch reshuffles, so every row is used.
 
     >>> x = jnp.arange(6.0)[:, None]
-    >>> xb, _ = minibatch(x, x, 0, 2, jax.random.key(0))
+    >>> xb, _ = minibatch(x, x, epoch_order(jax.random.key(0), 0, 6), 0, 2)
     >>> xb.shape
     (2, 1)
     """
     if batch_size is None:
         return x, y
-    n = x.shape[0]
-    epoch, j = jnp.divmod(t, n // batch_size)
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    idx = jax.lax.dynamic_slice_in_dim(perm, j * batch_size, batch_size)
+    j = t % (x.shape[0] // batch_size)
+    idx = jax.lax.dynamic_slice_in_dim(order, j * batch_size, batch_size)
     return x[idx], y[idx]
 
 
-def start(step: Step, steps: int, params, learning_rates) -> LoopState:
+def start(step: Step, steps: int, params, learning_rates, rows: int = 0) -> LoopState:
     """The state before step 0 for a batch of runs (``params`` leaves and
-    ``learning_rates`` have a leading run axis)."""
+    ``learning_rates`` have a leading run axis); ``rows`` is the number of
+    training rows when training on minibatches, else 0."""
     runs = learning_rates.shape[0]
     dtype = jax.tree.leaves(params)[0].dtype
     return LoopState(
@@ -72,6 +82,7 @@ def start(step: Step, steps: int, params, learning_rates) -> LoopState:
         first_loss=jnp.full((runs,), jnp.nan, dtype),
         converged=jnp.zeros((runs,), bool),
         diverged=jnp.zeros((runs,), bool),
+        order=jnp.zeros((runs, rows), jnp.int32),
     )
 
 
@@ -101,11 +112,18 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         return (s.t < until) & jnp.any(~s.converged & ~s.diverged)
 
     def body(s: LoopState):
-        def one(params, opt_state, key):
-            xb, yb = minibatch(x, y, s.t, batch_size, key)
+        order = s.order
+        if batch_size is not None:
+            # t is shared by every run, so this is a real branch: one shuffle per epoch, not per step.
+            epoch, j = jnp.divmod(s.t, x.shape[0] // batch_size)
+            reshuffle = jax.vmap(lambda key: epoch_order(key, epoch, x.shape[0]).astype(jnp.int32))
+            order = jax.lax.cond(j == 0, reshuffle, lambda keys: s.order, keys)
+
+        def one(params, opt_state, order):
+            xb, yb = minibatch(x, y, order, s.t, batch_size)
             return step.update_state(params, opt_state, xb, yb)
 
-        params, opt_state, loss = jax.vmap(one)(s.params, s.opt_state, keys)
+        params, opt_state, loss = jax.vmap(one)(s.params, s.opt_state, order)
         active = ~s.converged & ~s.diverged
         first = jnp.where(s.t == 0, loss, s.first_loss)
         blown = ~jnp.isfinite(loss) | (loss > diverge_factor * jnp.maximum(first, 1)) | ~_finite_per_run(params)
@@ -121,6 +139,7 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
             first_loss=first,
             converged=s.converged | (apply & (loss < tol)),
             diverged=s.diverged | bad,
+            order=order,
         )
 
     return jax.lax.while_loop(cond, body, state)

@@ -151,7 +151,7 @@ def memory_limit() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
-def estimate_bytes(step: Step, steps: int, batch: int, dtype, runs: int) -> int:
+def estimate_bytes(step: Step, steps: int, batch: int, dtype, runs: int, rows: int = 0) -> int:
     """Memory for ``runs`` runs, from shapes only (``jax.eval_shape``; nothing allocated).
 
     Twice the loop state (the while loop holds the old and the new), plus the
@@ -159,7 +159,7 @@ def estimate_bytes(step: Step, steps: int, batch: int, dtype, runs: int) -> int:
     """
     params = jax.eval_shape(lambda k: step.model.init(k, dtype), jax.random.key(0))
     one = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + a.shape, a.dtype), params)
-    state = jax.eval_shape(lambda p: loop.start(step, steps, p, jnp.ones((1,), dtype)), one)
+    state = jax.eval_shape(lambda p: loop.start(step, steps, p, jnp.ones((1,), dtype), rows), one)
     state_bytes = sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree.leaves(state))
     activations = 4 * batch * sum(step.model.sizes) * jnp.dtype(dtype).itemsize
     return runs * (2 * state_bytes + activations)
@@ -183,16 +183,16 @@ def _shard(fn, mesh, in_specs, out_specs=None):
 
 # Every state leaf is split along its run axis, except the shared step counter
 # t: each device keeps its own copy (its runs may stop at a different step).
-_STATE_SPECS = loop.LoopState(P(), P(AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS))
+_STATE_SPECS = loop.LoopState(P(), *[P(AXIS)] * (len(loop.LoopState._fields) - 1))
 
 
-def _start_runs(step: Step, steps: int, mesh, dtype, learning_rates, seeds, params):
+def _start_runs(step: Step, steps: int, rows: int, mesh, dtype, learning_rates, seeds, params):
     def runs(lrs, seeds, params):
         if params is None:
             p = jax.vmap(lambda seed: step.model.init(jax.random.key(seed), dtype))(seeds)
         else:  # the same starting point for every run
             p = jax.tree.map(lambda a: jnp.broadcast_to(a, (lrs.shape[0],) + a.shape), params)
-        return loop.start(step, steps, p, lrs)
+        return loop.start(step, steps, p, lrs, rows)
 
     return _shard(runs, mesh, (P(AXIS), P(AXIS), P()), out_specs=_STATE_SPECS)(learning_rates, seeds, params)
 
@@ -221,7 +221,7 @@ def _evaluate_runs(step: Step, mesh, params, x, y):
     return _shard(runs, mesh, (P(AXIS), P(), P()))(params, x, y)
 
 
-_start = jax.jit(_start_runs, static_argnums=(0, 1, 2, 3))
+_start = jax.jit(_start_runs, static_argnums=(0, 1, 2, 3, 4))
 _advance = jax.jit(_advance_runs, static_argnums=(0, 1, 2), donate_argnums=(3,))
 _evaluate = jax.jit(_evaluate_runs, static_argnums=(0, 1))
 
@@ -271,7 +271,6 @@ def sweep(
     steps = check_positive_int("steps", steps)
     tol = check_tol(tol)
     x, y = check_data(x, y, model, step.loss)
-    loss_fn(model, step.loss)(model.init(jax.random.key(0), x.dtype), x[:1], y[:1])  # target shapes
     batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size > x.shape[0]:
         raise BadValue(f"batch_size {batch_size} is larger than the {x.shape[0]} training rows")
@@ -282,14 +281,13 @@ def sweep(
         if x_val.ndim != 2 or x_val.shape[1] != x.shape[1]:
             raise BadValue(f"x_val has shape {tuple(x_val.shape)} but x has {x.shape[1]} columns")
         x_val, y_val = check_data(x_val, y_val, model, step.loss)
-        loss_fn(model, step.loss)(model.init(jax.random.key(0), x.dtype), x_val[:1], y_val[:1])
     chunk_steps = check_positive_int("chunk_steps", chunk_steps, allow_none=True) or steps
 
     devices = list(devices or jax.local_devices())
     n_runs = len(lrs) * len(seed_list)
     padded = -(-n_runs // len(devices)) * len(devices)
     dtype = x.dtype
-    need = estimate_bytes(step, steps, batch_size or x.shape[0], dtype, padded)
+    need = estimate_bytes(step, steps, batch_size or x.shape[0], dtype, padded, x.shape[0] if batch_size else 0)
     limit = memory_limit() if max_bytes is None else max_bytes
     if need > limit:
         raise BadValue(
@@ -312,7 +310,7 @@ def sweep(
     if params is not None:
         model.check(params, x)
         params = jax.device_put(jax.tree.map(lambda a: jnp.asarray(a, dtype), params), replicated)
-    states = _start(step, steps, mesh, jnp.dtype(dtype), run_lr, run_seed, params)
+    states = _start(step, steps, x.shape[0] if batch_size else 0, mesh, jnp.dtype(dtype), run_lr, run_seed, params)
     done = 0
     while done < steps:
         done = min(done + chunk_steps, steps)

@@ -11,7 +11,7 @@ import jmlp
 from jmlp import walkthrough as w
 from jmlp.data import load
 from jmlp.fit import _train
-from jmlp.loop import minibatch
+from jmlp.loop import epoch_order, minibatch
 from jmlp.step import _update
 
 
@@ -115,7 +115,8 @@ def test_minibatches_shuffle_each_epoch_and_converge(key):
 
 def test_minibatch_epochs_are_permutations():
     x = jnp.arange(10.0)[:, None]
-    seen = [minibatch(x, x, i, 3, jax.random.key(0))[0][:, 0] for i in range(6)]
+    key = jax.random.key(0)
+    seen = [minibatch(x, x, epoch_order(key, i // 3, 10), i, 3)[0][:, 0] for i in range(6)]
     epoch0, epoch1 = jnp.concatenate(seen[:3]), jnp.concatenate(seen[3:])
     assert len(set(np.asarray(epoch0).tolist())) == 9  # 3 batches of 3, no repeats within an epoch
     assert not np.array_equal(epoch0, epoch1)
