@@ -88,7 +88,7 @@ def _run(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, k
     state = loop.start(step, steps, one[0], one[1], x.shape[0] if batch_size else 0)
     state = loop.advance(step, batch_size, state, x, y, tol, one[2], steps)
     # Unbatch inside the program: slicing on the host would dispatch an op per leaf.
-    return jax.tree.map(lambda a: a[0], (state.params, state.losses, state.i, state.converged, state.diverged))
+    return jax.tree.map(lambda a: a[0], (state.params, state.i, state.converged, state.diverged)), state.losses[:, 0]
 
 
 _train = jax.jit(_run, static_argnums=(0, 1, 2))
@@ -142,7 +142,7 @@ def fit(
         key = jax.random.key(0)
     dtype = jax.tree.leaves(params)[0].dtype
     threshold = jnp.asarray(-jnp.inf if tol is None else tol, dtype)
-    params, losses, taken, converged, diverged = _train(
+    (params, taken, converged, diverged), losses = _train(
         step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key
     )
     taken = int(taken)

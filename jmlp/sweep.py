@@ -183,7 +183,7 @@ def _shard(fn, mesh, in_specs, out_specs=None):
 
 # Every state leaf is split along its run axis, except the shared step counter
 # t: each device keeps its own copy (its runs may stop at a different step).
-_STATE_SPECS = loop.LoopState(P(), *[P(AXIS)] * (len(loop.LoopState._fields) - 1))
+_STATE_SPECS = loop.LoopState(P(), P(AXIS), P(AXIS), P(AXIS), P(None, AXIS), P(AXIS), P(AXIS), P(AXIS), P(AXIS))
 
 
 def _start_runs(step: Step, steps: int, rows: int, mesh, dtype, learning_rates, seeds, params):
@@ -348,6 +348,6 @@ def sweep(
         converged=converged,
         steps=taken,
         steps_to_tol=np.where(converged, taken, -1),
-        losses=host(states.losses),
+        losses=host(np.asarray(states.losses).T),
         params=jax.tree.map(host, states.params),
     )
