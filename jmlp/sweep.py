@@ -1,8 +1,8 @@
 """``sweep``: every (learning rate, seed) run of a grid as one compiled program.
 
-Each run is ``loop.start`` + ``loop.advance``, the same functions ``fit``
-runs, vmapped over the runs and sharded over a 1-D device mesh with
-``jax.shard_map``: each device trains its share of the runs with no
+The runs are one batch for ``loop.start`` + ``loop.advance``, the functions
+``fit`` runs on a batch of one, sharded over a 1-D device mesh with
+``jax.shard_map``: each device steps its share of the runs in lockstep with no
 communication, and the data is replicated. The learning rates and seeds are
 traced arrays, so one compilation serves every grid of the same shape.
 
