@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,19 @@ def _train(args) -> int:
         write_json(out / "summary.json", summary)
         print(f"wrote {out / 'summary.json'}")
     return 0
+
+
+def use_every_cpu_core() -> None:
+    """Expose one CPU device per core, unless the user chose a count in XLA_FLAGS.
+
+    jax gives a CPU one device, and a sweep shards its runs over devices: with
+    one device the batched program keeps about one core busy (benchmarks/NOTES.md).
+    XLA reads the flag when its backend starts, so this must run before any jax
+    computation; on a GPU or TPU machine the accelerator stays the default device.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
 
 
 def _sweep(args) -> int:
@@ -177,6 +191,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
+        if args.command == "sweep":
+            use_every_cpu_core()
         return args.run(args)
     except JmlpError as e:
         print(f"jmlp: error: {e}", file=sys.stderr)

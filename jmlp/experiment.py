@@ -1,5 +1,7 @@
 """From a resolved config to a trained run and its summary (no files written here)."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -100,6 +102,7 @@ def environment() -> dict:
         "optax": optax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "cpu_cores": os.cpu_count(),
         "process_count": jax.process_count(),
     }
 
