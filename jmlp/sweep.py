@@ -11,6 +11,7 @@ learning_rate=lr, key=jax.random.key(seed), ...)``.
 """
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -145,7 +146,7 @@ def check_seeds(seeds) -> np.ndarray:
 
 def memory_limit() -> int:
     """Bytes the grid may use: half the first device's memory (RAM on the CPU)."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"]) // 2
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
@@ -226,6 +227,257 @@ _advance = jax.jit(_advance_runs, static_argnums=(0, 1, 2), donate_argnums=(3,))
 _evaluate = jax.jit(_evaluate_runs, static_argnums=(0, 1))
 
 
+class Sweep:
+    """A sweep in progress: the validated grid and its loop state, advanced chunk by chunk.
+
+    ``sweep`` runs one from start to end; ``jmlp sweep`` uses one directly to
+    checkpoint between chunks. ``snapshot`` returns the state as host arrays
+    for the real runs only (no padding, so a checkpoint taken on 8 devices
+    resumes on 1), and ``restore`` puts one back. The arguments are those of
+    ``sweep``. Across processes (``jax.distributed``) every process builds the
+    same ``Sweep``; the runs are split over all processes' devices.
+
+    >>> import jax.numpy as jnp
+    >>> x, y = jnp.array([[2.0, 3.0]]), jnp.array([[10.0]])
+    >>> s = Sweep(MLP((2, 2, 1)), x, y, loss="half_squared_error", optimizer="sgd",
+    ...           learning_rates=[0.01, 0.1], steps=50)
+    >>> s.advance(20), s.done, s.active
+    (20, 20, True)
+    >>> s.restore(s.snapshot()).advance(50)
+    50
+    """
+
+    def __init__(
+        self,
+        model: MLP,
+        x,
+        y,
+        *,
+        loss,
+        optimizer,
+        learning_rates,
+        seeds=(0,),
+        grad="manual",
+        steps,
+        tol=None,
+        batch_size=None,
+        x_val=None,
+        y_val=None,
+        optimizer_options=None,
+        params=None,
+        devices=None,
+        max_bytes=None,
+    ):
+        self.step = step = Step(model, loss, optimizer, grad, tuple((optimizer_options or {}).items()))
+        self.learning_rates = lrs = check_learning_rates(learning_rates)
+        self.seeds = seed_list = check_seeds(seeds)
+        self.steps = steps = check_positive_int("steps", steps)
+        tol = check_tol(tol)
+        x, y = check_data(x, y, model, step.loss)
+        self.batch_size = batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
+        if batch_size is not None and batch_size > x.shape[0]:
+            raise BadValue(f"batch_size {batch_size} is larger than the {x.shape[0]} training rows")
+        if (x_val is None) != (y_val is None):
+            raise BadValue("give both x_val and y_val, or neither")
+        if x_val is not None:
+            x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
+            if x_val.ndim != 2 or x_val.shape[1] != x.shape[1]:
+                raise BadValue(f"x_val has shape {tuple(x_val.shape)} but x has {x.shape[1]} columns")
+            x_val, y_val = check_data(x_val, y_val, model, step.loss)
+
+        devices = list(devices or jax.devices())
+        self.n_runs = n_runs = len(lrs) * len(seed_list)
+        self.padded = padded = -(-n_runs // len(devices)) * len(devices)
+        dtype = x.dtype
+        self.rows = x.shape[0] if batch_size else 0
+        need = estimate_bytes(step, steps, batch_size or x.shape[0], dtype, padded // jax.process_count(), self.rows)
+        limit = memory_limit() if max_bytes is None else max_bytes
+        if need > limit:
+            raise BadValue(
+                f"the grid of {n_runs} runs x {steps} steps needs about {_size(need)}, over the "
+                f"{_size(limit)} allowed: use fewer learning rates, seeds or steps"
+            )
+        if params is not None:
+            model.check(params, x)
+
+        # Runs in (lr, seed) order; padding repeats the last run and is cut off on the way out.
+        run_lr = _pad(np.repeat(lrs, len(seed_list)), padded)
+        run_seed = _pad(np.tile(seed_list, len(lrs)), padded)
+        self.mesh = mesh = _mesh(devices)
+        self._runs = NamedSharding(mesh, P(AXIS))
+        self._replicated = NamedSharding(mesh, P())
+        self._run_lr = _put(np.asarray(run_lr, dtype), self._runs)
+        self._run_seed = _put(run_seed, self._runs)
+        self._x, self._y = _put(x, self._replicated), _put(y, self._replicated)
+        self._val = None if x_val is None else (_put(x_val, self._replicated), _put(y_val, self._replicated))
+        self._tol = _put(np.asarray(-np.inf if tol is None else tol, dtype), self._replicated)
+        self._dtype = jnp.dtype(dtype)
+        if params is not None:
+            params = jax.tree.map(lambda a: _put(np.asarray(a, dtype), self._replicated), params)
+        self._params = params
+        self.state = None
+        self.done = 0
+
+    def start(self) -> "Sweep":
+        """The state before step 0 (called by ``advance`` when needed)."""
+        args = (self.step, self.steps, self.rows, self.mesh, self._dtype)
+        self.state = _start(*args, self._run_lr, self._run_seed, self._params)
+        self.done = 0
+        return self
+
+    def advance(self, until: int) -> int:
+        """Step every active run up to step ``until`` (at most ``steps``); returns ``done``."""
+        if self.state is None:
+            self.start()
+        until = min(int(until), self.steps)
+        if until > self.done:
+            args = (self.step, self.batch_size, self.mesh)
+            self.state = _advance(*args, self.state, self._run_seed, self._x, self._y, self._tol, jnp.int32(until))
+            self.done = until
+        return self.done
+
+    @property
+    def active(self) -> bool:
+        """Whether any run still trains: False once every run converged or diverged."""
+        return self.done < self.steps and bool(_any_active(self.mesh, self.state.converged, self.state.diverged))
+
+    def snapshot(self) -> dict:
+        """``{"done": int, "state": {path: array}}``: the loop state of the real runs on the host.
+
+        Every process gets the whole state (a collective across processes).
+        """
+        if self.state is None:
+            self.start()
+        leaves = jax.tree_util.tree_flatten_with_path(self.state._replace(t=None))[0]
+        return {"done": self.done, "state": {_keystr(path): _cut(_gather(a), self.n_runs, _run_axis(path)) for path, a in leaves}}
+
+    def _shapes(self):
+        """The loop state's leaves (less the shared counter t) as ``(path, shape)`` pairs
+        and its tree structure, from ``jax.eval_shape``: nothing runs."""
+        args = (self.step, self.steps, self.rows, self.mesh, self._dtype)
+        state = jax.eval_shape(lambda lr, seed, p: _start(*args, lr, seed, p), self._run_lr, self._run_seed, self._params)
+        leaves, treedef = jax.tree_util.tree_flatten_with_path(state._replace(t=None))
+        return [(_keystr(path), a) for path, a in leaves], treedef
+
+    def template(self) -> dict:
+        """``{path: ShapeDtypeStruct}``: what ``snapshot()["state"]`` holds, for the real runs."""
+        out = {}
+        for path, a in self._shapes()[0]:
+            shape = list(a.shape)
+            shape[_run_axis(path)] = self.n_runs
+            out[path] = jax.ShapeDtypeStruct(tuple(shape), a.dtype)
+        return out
+
+    def restore(self, snapshot: dict) -> "Sweep":
+        """Continue from a ``snapshot`` of this grid, taken on any number of devices."""
+        state = snapshot["state"]
+        template = self.template()
+        if set(state) != set(template):
+            raise BadValue(f"the snapshot holds {sorted(state)}, this sweep needs {sorted(template)}")
+        for k, t in template.items():
+            a = state[k]
+            if tuple(a.shape) != t.shape or a.dtype != t.dtype:
+                raise BadValue(f"snapshot leaf {k} is {a.dtype}{list(a.shape)}, this sweep needs {t.dtype}{list(t.shape)}")
+        done = snapshot["done"]
+        if isinstance(done, bool) or not isinstance(done, (int, np.integer)) or not 0 <= done <= self.steps:
+            raise BadValue(f"snapshot is at step {done!r}, outside this sweep's 0..{self.steps}")
+        shapes, treedef = self._shapes()
+        leaves = []
+        for path, _ in shapes:
+            axis = _run_axis(path)
+            spec = P(None, AXIS) if axis == 1 else P(AXIS)
+            leaves.append(_put(_pad(state[path], self.padded, axis), NamedSharding(self.mesh, spec)))
+        self.state = jax.tree.unflatten(treedef, leaves)._replace(t=_put(np.int32(done), self._replicated))
+        self.done = int(done)
+        return self
+
+    def result(self) -> SweepResult:
+        """The per-run results so far (all processes take part; each gets the whole result)."""
+        if self.state is None:
+            self.start()
+        states = self.state
+        final_loss, _ = _evaluate(self.step, self.mesh, states.params, self._x, self._y)
+        val_loss = val_accuracy = None
+        if self._val is not None:
+            val_loss, val_accuracy = _evaluate(self.step, self.mesh, states.params, *self._val)
+            if get_loss(self.step.loss).targets != "labels":
+                val_accuracy = None
+
+        grid = (len(self.learning_rates), len(self.seeds))
+
+        def host(a, axis=0):
+            a = _cut(_gather(a), self.n_runs, axis)
+            a = np.moveaxis(a, axis, 0)
+            return a.reshape(grid + a.shape[1:])
+
+        converged = host(states.converged)
+        taken = host(states.i)
+        return SweepResult(
+            learning_rates=self.learning_rates,
+            seeds=self.seeds,
+            final_loss=host(final_loss),
+            val_loss=None if val_loss is None else host(val_loss),
+            val_accuracy=None if val_accuracy is None else host(val_accuracy),
+            diverged=host(states.diverged),
+            converged=converged,
+            steps=taken,
+            steps_to_tol=np.where(converged, taken, -1),
+            losses=host(states.losses, axis=1),
+            params=jax.tree.map(host, states.params),
+        )
+
+
+_LOSSES = ".losses"
+
+
+def _keystr(path) -> str:
+    return jax.tree_util.keystr(path)
+
+
+def _run_axis(path) -> int:
+    path = path if isinstance(path, str) else _keystr(path)
+    return 1 if path == _LOSSES else 0
+
+
+def _pad(a, n, axis=0):
+    """``a`` with its last entry along ``axis`` repeated up to length ``n``."""
+    a = np.asarray(a)
+    extra = n - a.shape[axis]
+    if extra == 0:
+        return a
+    last = np.take(a, [-1], axis=axis)
+    return np.concatenate([a, np.repeat(last, extra, axis=axis)], axis=axis)
+
+
+def _cut(a, n, axis=0):
+    return np.take(a, np.arange(n), axis=axis)
+
+
+def _put(a, sharding):
+    """A host array as a global array with ``sharding``; each process supplies its own
+    shards from its copy, so this works across processes as well as within one."""
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+
+def _gather(a) -> np.ndarray:
+    """The whole of a (possibly multi-process) global array, on the host."""
+    if a.is_fully_addressable:
+        return np.asarray(a)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _any_active_runs(mesh, converged, diverged):
+    return jax.lax.with_sharding_constraint(jnp.any(~converged & ~diverged), NamedSharding(mesh, P()))
+
+
+def _any_active(mesh, converged, diverged):
+    return _gather(_any_active_runs(mesh, converged, diverged))
+
+
 def sweep(
     model: MLP,
     x,
@@ -252,11 +504,12 @@ def sweep(
 
     Each run starts from ``model.init(jax.random.key(seed))``, or from
     ``params`` for every run when given (the seed then only drives the
-    minibatch shuffle). ``devices`` defaults to all local devices; runs that don't divide evenly
-    among them are padded, never dropped. ``chunk_steps`` splits the loop into
-    compiled chunks (same bits), calling ``progress(steps_done, steps)`` after
-    each. A grid that needs more than ``max_bytes`` (default: half the
-    device's memory) is refused before anything is allocated.
+    minibatch shuffle). ``devices`` defaults to all devices (of every process
+    under ``jax.distributed``); runs that don't divide evenly among them are
+    padded, never dropped. ``chunk_steps`` splits the loop into compiled chunks
+    (same bits), calling ``progress(steps_done, steps)`` after each. A grid
+    that needs more than ``max_bytes`` (default: half the device's memory) is
+    refused before anything is allocated.
 
     >>> import jax.numpy as jnp
     >>> x, y = jnp.array([[2.0, 3.0]]), jnp.array([[10.0]])
@@ -265,89 +518,18 @@ def sweep(
     >>> result.diverged.tolist()
     [[False, False], [False, False], [True, True]]
     """
-    step = Step(model, loss, optimizer, grad, tuple((optimizer_options or {}).items()))
-    lrs = check_learning_rates(learning_rates)
-    seed_list = check_seeds(seeds)
-    steps = check_positive_int("steps", steps)
-    tol = check_tol(tol)
-    x, y = check_data(x, y, model, step.loss)
-    batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
-    if batch_size is not None and batch_size > x.shape[0]:
-        raise BadValue(f"batch_size {batch_size} is larger than the {x.shape[0]} training rows")
-    if (x_val is None) != (y_val is None):
-        raise BadValue("give both x_val and y_val, or neither")
-    if x_val is not None:
-        x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val)
-        if x_val.ndim != 2 or x_val.shape[1] != x.shape[1]:
-            raise BadValue(f"x_val has shape {tuple(x_val.shape)} but x has {x.shape[1]} columns")
-        x_val, y_val = check_data(x_val, y_val, model, step.loss)
-    chunk_steps = check_positive_int("chunk_steps", chunk_steps, allow_none=True) or steps
-
-    devices = list(devices or jax.local_devices())
-    n_runs = len(lrs) * len(seed_list)
-    padded = -(-n_runs // len(devices)) * len(devices)
-    dtype = x.dtype
-    need = estimate_bytes(step, steps, batch_size or x.shape[0], dtype, padded, x.shape[0] if batch_size else 0)
-    limit = memory_limit() if max_bytes is None else max_bytes
-    if need > limit:
-        raise BadValue(
-            f"the grid of {n_runs} runs x {steps} steps needs about {_size(need)}, over the "
-            f"{_size(limit)} allowed: use fewer learning rates, seeds or steps"
-        )
-
-    # Runs in (lr, seed) order; padding repeats the last run and is cut off below.
-    run_lr = np.repeat(lrs, len(seed_list))
-    run_seed = np.tile(seed_list, len(lrs))
-    run_lr = np.concatenate([run_lr, np.full(padded - n_runs, run_lr[-1])])
-    run_seed = np.concatenate([run_seed, np.full(padded - n_runs, run_seed[-1])])
-    mesh = _mesh(devices)
-    runs, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
-    run_lr = jax.device_put(jnp.asarray(run_lr, dtype), runs)
-    run_seed = jax.device_put(jnp.asarray(run_seed), runs)
-    x, y = jax.device_put((x, y), replicated)
-    threshold = jax.device_put(jnp.asarray(-jnp.inf if tol is None else tol, dtype), replicated)
-
-    if params is not None:
-        model.check(params, x)
-        params = jax.device_put(jax.tree.map(lambda a: jnp.asarray(a, dtype), params), replicated)
-    states = _start(step, steps, x.shape[0] if batch_size else 0, mesh, jnp.dtype(dtype), run_lr, run_seed, params)
-    done = 0
-    while done < steps:
-        done = min(done + chunk_steps, steps)
-        states = _advance(step, batch_size, mesh, states, run_seed, x, y, threshold, jnp.int32(done))
+    chunk_steps = check_positive_int("chunk_steps", chunk_steps, allow_none=True) or check_positive_int("steps", steps)
+    s = Sweep(
+        model, x, y, loss=loss, optimizer=optimizer, learning_rates=learning_rates, seeds=seeds, grad=grad,
+        steps=steps, tol=tol, batch_size=batch_size, x_val=x_val, y_val=y_val,
+        optimizer_options=optimizer_options, params=params, devices=devices, max_bytes=max_bytes,
+    )  # fmt: skip
+    while s.done < s.steps:
+        s.advance(s.done + chunk_steps)
         if progress is not None:
-            progress(done, steps)
-        if done < steps and not bool(jnp.any(~states.converged & ~states.diverged)):
+            progress(s.done, s.steps)
+        if s.done < s.steps and not s.active:
             if progress is not None:
-                progress(steps, steps)
+                progress(s.steps, s.steps)
             break
-
-    final_loss, _ = _evaluate(step, mesh, states.params, x, y)
-    val_loss = val_accuracy = None
-    if x_val is not None:
-        x_val, y_val = jax.device_put((x_val, y_val), replicated)
-        val_loss, val_accuracy = _evaluate(step, mesh, states.params, x_val, y_val)
-        val_loss = np.asarray(val_loss)[:n_runs]
-        val_accuracy = np.asarray(val_accuracy)[:n_runs] if get_loss(step.loss).targets == "labels" else None
-
-    grid = (len(lrs), len(seed_list))
-
-    def host(a):
-        a = np.asarray(a)[:n_runs]
-        return a.reshape(grid + a.shape[1:])
-
-    converged = host(states.converged)
-    taken = host(states.i)
-    return SweepResult(
-        learning_rates=lrs,
-        seeds=seed_list,
-        final_loss=host(final_loss),
-        val_loss=None if val_loss is None else val_loss.reshape(grid),
-        val_accuracy=None if val_accuracy is None else val_accuracy.reshape(grid),
-        diverged=host(states.diverged),
-        converged=converged,
-        steps=taken,
-        steps_to_tol=np.where(converged, taken, -1),
-        losses=host(np.asarray(states.losses).T),
-        params=jax.tree.map(host, states.params),
-    )
+    return s.result()
