@@ -84,33 +84,152 @@ def use_every_cpu_core() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
 
 
+CHECKPOINTS = "checkpoints"
+OUTPUTS = ["results.csv", "config.toml", "loss_curves.png", "loss_vs_lr.png", "results.json"]
+
+
+def _sweep_preflight(args):
+    """Everything that can refuse the sweep, before any file is touched:
+    ``(config, plan, out, resume)``."""
+    from . import checkpoint as ckpt
+    from .config import load, reload
+    from .experiment import plan_sweep
+
+    resume = None
+    if args.resume:
+        out = Path(args.resume)
+        if args.out and Path(args.out).resolve() != out.resolve():
+            raise BadValue(f"--resume {str(out)!r} continues in that folder; drop --out {args.out!r}")
+        if not out.is_dir():
+            raise BadValue(f"--resume {str(out)!r} is not a folder")
+        if not ckpt.checkpoints(out / CHECKPOINTS):
+            what = "a finished sweep (results.json)" if (out / "results.json").exists() else "no sweep"
+            raise BadValue(f"--resume {str(out)!r} holds {what} and no checkpoint: nothing to resume")
+        resume = ckpt.latest(out / CHECKPOINTS, warn=lambda m: print(m, file=sys.stderr))
+        stored = resume["config"]
+        config = load(args.config, args.set) if args.config else reload(stored, args.set)
+        diff = ckpt.config_diff(stored, config)
+        if diff:
+            raise BadValue(
+                f"--resume {str(out)!r}: the config differs from the checkpoint's in {', '.join(diff)}; "
+                "resume with the config the sweep started with, or start a new sweep with --out"
+            )
+    else:
+        if args.config is None:
+            raise BadValue("give a config file to run, or --resume DIR to continue a sweep")
+        config = load(args.config, args.set)
+        out = Path(args.out) if args.out else None
+        if out is not None and out.exists():
+            if not out.is_dir():
+                raise BadValue(f"--out {str(out)!r} exists and is not a folder")
+            saved = ckpt.checkpoints(out / CHECKPOINTS)
+            if saved and not args.force:
+                raise BadValue(
+                    f"--out {str(out)!r} holds an unfinished sweep (last checkpoint {saved[-1].name}): "
+                    f"continue it with --resume {str(out)!r}, or pass --force to start over"
+                )
+            if any(out.iterdir()) and not args.force:
+                raise BadValue(f"--out {str(out)!r} already exists and is not empty; choose another folder or pass --force to replace it")
+    plan = plan_sweep(config)
+    return config, plan, out, resume
+
+
+class _StopFlag:
+    """Set by SIGINT or SIGTERM: the sweep checkpoints at the next chunk and exits.
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        import signal
+
+        self.signal = None
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, sig, frame):
+        import signal
+
+        self.signal = sig
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("jmlp: stopping: saving a checkpoint after this chunk (Ctrl-C again to quit without it)", file=sys.stderr)
+
+    def restore(self):
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
 def _sweep(args) -> int:
     import shutil
     import tempfile
 
-    from . import plots
-    from .config import load
-    from .experiment import run_sweep, sweep_report
+    import jax
+
+    from . import checkpoint as ckpt
+    from . import distributed, plots
+    from .experiment import Interrupted, run_sweep, sweep_report
     from .report import csv_text, fmt, toml_text, write_atomic, write_json
 
-    config = load(args.config, args.set)
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        raise BadValue(f"--out {str(out)!r} already exists and is not empty; choose another folder or pass --force to replace it")
+    multi = jax.process_count() > 1
+    writer = distributed.is_writer()
+    failure = None
+    try:
+        config, plan, out, resume = _sweep_preflight(args)
+    except JmlpError as e:
+        failure = e
+    if multi:  # every process learns that one refused, instead of waiting for it forever
+        refused = distributed.all_agree(failure is not None)
+        if failure is None and refused.any():
+            raise BadValue(f"process {int(refused.argmax())} refused the sweep; see its message")
+    if failure is not None:
+        raise failure
+    if multi:
+        distributed.same_everywhere(ckpt.config_hash(config), "config")
+        distributed.same_everywhere(f"{resume['done'] if resume else 0:016x}", "checkpoint step")
+
+    if out is not None and writer and resume is None:
+        if out.exists() and args.force:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
     bar = None
-    if not args.quiet and sys.stderr.isatty():
+    if writer and not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=config["train"]["steps"], unit="step", desc="sweep", file=sys.stderr)
+        bar = tqdm(total=plan.steps, initial=resume["done"] if resume else 0, unit="step", desc="sweep", file=sys.stderr)
 
     def progress(done, total):
         bar.update(done - bar.n)
 
+    def save(folder, snapshot):
+        return ckpt.save(folder, snapshot, config) if writer else None
+
+    flag = _StopFlag() if out is not None else None
+
+    def stop():
+        requested = flag.signal is not None
+        return distributed.any_process(requested) if multi else requested
+
     try:
-        result = run_sweep(config, progress if bar else None)
+        result = run_sweep(
+            config, progress if bar else None, plan=plan, checkpoints=None if out is None else out / CHECKPOINTS,
+            resume=resume, stop=stop if flag else None, save=save,
+        )  # fmt: skip
+    except Interrupted as e:
+        if bar:
+            bar.close()
+        if writer:
+            where = f"saved {e.checkpoint}" if e.checkpoint else "saved nothing new"
+            again = " (with the same --coordinator/--num-processes/--process-id on every process)" if multi else ""
+            print(f"jmlp: interrupted at step {e.done} of {plan.steps}; {where}\nresume with: jmlp sweep --resume {out}{again}", file=sys.stderr)
+        import signal
+
+        return 143 if flag.signal == signal.SIGTERM else 130
     finally:
         if bar:
             bar.close()
+        if flag:
+            flag.restore()
+    if not writer:
+        return 0
     print(result.table())
     best = result.best()
     if best is None:
@@ -120,23 +239,21 @@ def _sweep(args) -> int:
         print(f"best learning rate: {fmt(best['learning_rate'])} ({key} {fmt(best[key][0])})")
     if out is None:
         return 0
-    # Everything is written into a fresh sibling folder, then renamed into place:
-    # a failure part-way leaves no half-written DIR.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    # Written into a temporary folder inside DIR, then each file renamed into
+    # place, results.json last; the checkpoints go only once every file is in.
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".results."))
     try:
         write_json(tmp / "results.json", sweep_report(config, result))
         write_atomic(tmp / "results.csv", csv_text(result.runs()))
         write_atomic(tmp / "config.toml", toml_text(config))
         plots.loss_curves(result, tmp / "loss_curves.png")
         plots.loss_vs_learning_rate(result, tmp / "loss_vs_lr.png")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
-    except BaseException:
+        for name in OUTPUTS:
+            os.replace(tmp / name, out / name)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    print(f"wrote {out}/: results.json, results.csv, config.toml, loss_curves.png, loss_vs_lr.png")
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    print(f"wrote {out}/: {', '.join(sorted(OUTPUTS))}")
     return 0
 
 
@@ -171,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
 
     def config_command(name, help, out, force):
         c = sub.add_parser(name, help=help)
-        c.add_argument("config", help="the TOML config file")
+        c.add_argument("config", nargs="?" if name == "sweep" else None, help="the TOML config file")
         c.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
         c.add_argument("--out", help=out)
         c.add_argument("--force", action="store_true", help=force)
@@ -180,8 +297,14 @@ def parser() -> argparse.ArgumentParser:
     config_command("train", "one training run from a TOML config", "folder to write summary.json into",
                    "replace an existing summary.json in --out").set_defaults(run=_train)
     s = config_command("sweep", "a learning-rate x seed grid from a config's [sweep] section, as one compiled program",
-                       "folder to write results.json, results.csv, config.toml and plots into", "replace an existing --out folder")
+                       "folder for checkpoints while it runs, then results.json, results.csv, config.toml and plots",
+                       "replace an existing --out folder")
+    s.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR from its last good checkpoint (CONFIG optional)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    d = s.add_argument_group("several processes (jax.distributed; or JMLP_COORDINATOR etc., or SLURM/Open MPI detection)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same on every process")
+    d.add_argument("--num-processes", type=integer, metavar="N", help="how many processes take part")
+    d.add_argument("--process-id", type=integer, metavar="I", help="this process's index, 0..N-1")
     s.set_defaults(run=_sweep)
 
     gradcheck_cli.add_parser(sub)
@@ -192,7 +315,12 @@ def main(argv=None) -> int:
     try:
         args = parser().parse_args(argv)
         if args.command == "sweep":
+            from . import distributed
+
             use_every_cpu_core()
+            settings = distributed.settings(args.coordinator, args.num_processes, args.process_id)
+            if settings is not None:
+                distributed.initialize(settings)
         return args.run(args)
     except JmlpError as e:
         print(f"jmlp: error: {e}", file=sys.stderr)

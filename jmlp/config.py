@@ -56,10 +56,12 @@ SCHEMA = {
         "learning_rates": (None, "a list of positive numbers or a table {start, stop, num, spacing}", lambda v: isinstance(v, (list, dict))),
         "seeds": ([0], "a list of distinct integers >= 0", lambda v: isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in v)),
         "chunk_steps": (None, "a positive integer", _positive_int),
+        "checkpoint_every": (None, "a positive integer (steps between checkpoints)", _positive_int),
     },
 }
 
 GRID_KEYS = {"start", "stop", "num", "spacing"}
+MAX_LEARNING_RATES = 1_000_000  # a bigger grid is a typo, and its list alone would take gigabytes
 
 
 def learning_rate_grid(spec) -> list[float]:
@@ -75,6 +77,8 @@ def learning_rate_grid(spec) -> list[float]:
                 raise BadValue(f"config [sweep] learning_rates holds {v!r}: every learning rate must be a positive finite number")
         if not spec:
             raise BadValue("config [sweep] learning_rates is empty: give at least one learning rate")
+        if len(spec) > MAX_LEARNING_RATES:
+            raise BadValue(f"config [sweep] learning_rates holds {len(spec)} values, over the {MAX_LEARNING_RATES} one sweep takes")
         if len(set(spec)) != len(spec):
             raise BadValue(f"config [sweep] learning_rates has duplicates: {spec}")
         return [float(v) for v in spec]
@@ -88,8 +92,8 @@ def learning_rate_grid(spec) -> list[float]:
     for name, v in (("start", start), ("stop", stop)):
         if not _positive_number(v):
             raise BadValue(f"config [sweep] learning_rates.{name} = {v!r} must be a positive finite number")
-    if not _positive_int(num):
-        raise BadValue(f"config [sweep] learning_rates.num = {num!r} must be a positive integer")
+    if not _positive_int(num) or num > MAX_LEARNING_RATES:
+        raise BadValue(f"config [sweep] learning_rates.num = {num!r} must be an integer in 1..{MAX_LEARNING_RATES}")
     if spacing not in ("log", "linear"):
         raise BadValue(f"config [sweep] learning_rates.spacing = {spacing!r} must be 'log' or 'linear'")
     if num == 1:
@@ -197,3 +201,16 @@ def load(path, overrides=()) -> dict:
     if data["path"] is not None and not Path(data["path"]).is_absolute():
         data["path"] = str(Path(path).parent / data["path"])
     return config
+
+
+def reload(resolved: dict, overrides=()) -> dict:
+    """A resolved config (as a checkpoint stores it) with ``--set`` overrides applied and
+    resolved again; unset keys (None) are left out first, as a config file would.
+
+    >>> c = resolve({"data": {"source": "seed"}, "model": {"sizes": [2, 2, 1]},
+    ...              "train": {"loss": "mse", "learning_rate": 0.1, "steps": 10}})
+    >>> reload(c, ["train.steps=20"])["train"]["steps"]
+    20
+    """
+    given = {s: {k: v for k, v in keys.items() if v is not None} for s, keys in resolved.items()}
+    return resolve(apply_overrides(given, overrides))

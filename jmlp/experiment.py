@@ -13,6 +13,7 @@ from .gradients import loss_fn
 from .losses import get_loss
 from .model import MLP
 from .optim import make_optimizer
+from .sweep import Sweep
 
 
 def build(config: dict):
@@ -107,17 +108,17 @@ def environment() -> dict:
     }
 
 
-def run_sweep(config: dict, progress=None):
-    """The config's learning-rate x seed grid as one ``jmlp.sweep``; returns the result."""
+def plan_sweep(config: dict):
+    """The config's learning-rate x seed grid as a ``jmlp.sweep.Sweep``, validated and
+    placed on the devices but not yet run (nothing compiles here)."""
     from .config import learning_rate_grid
-    from .sweep import sweep
 
     t, sw = config["train"], config["sweep"]
     if sw["learning_rates"] is None:
         raise BadValue("config has no [sweep] learning_rates: add a list, or a table {start, stop, num, spacing}")
     dataset, model, params = build(config)
     x, y, x_val, y_val = arrays(dataset)
-    return sweep(
+    return Sweep(
         model,
         x,
         y,
@@ -133,9 +134,63 @@ def run_sweep(config: dict, progress=None):
         x_val=x_val,
         y_val=y_val,
         params=params if config["model"]["params"] is not None else None,
-        chunk_steps=sw["chunk_steps"] or (max(1, t["steps"] // 100) if progress else None),
-        progress=progress,
     )
+
+
+class Interrupted(Exception):
+    """A sweep stopped on request at step ``done``; ``checkpoint`` is where it was saved (or None)."""
+
+    def __init__(self, done: int, checkpoint):
+        super().__init__(f"interrupted at step {done}")
+        self.done, self.checkpoint = done, checkpoint
+
+
+def run_sweep(config: dict, progress=None, *, plan=None, checkpoints=None, resume=None, stop=None, save=None):
+    """Run the config's sweep chunk by chunk and return its ``SweepResult``.
+
+    With ``checkpoints`` (a folder) the state is saved at step 0, every
+    ``[sweep] checkpoint_every`` steps (default a tenth of the run) and when
+    ``stop()`` turns true, which then raises ``Interrupted``; ``resume`` (a
+    loaded checkpoint) continues from its step. ``save`` writes a snapshot
+    (default ``checkpoint.save``; under ``jax.distributed`` only process 0's
+    writes). Chunking never changes the numbers: the loop body is a pure
+    function of the state.
+    """
+    from . import checkpoint as ckpt
+
+    sweep = plan if plan is not None else plan_sweep(config)
+    steps, sw = sweep.steps, config["sweep"]
+    save = save or (lambda folder, snapshot: ckpt.save(folder, snapshot, config))
+    watched = progress is not None or checkpoints is not None or stop is not None
+    chunk = sw["chunk_steps"] or (max(1, steps // 100) if watched else steps)
+    every = sw["checkpoint_every"] or max(1, steps // 10)
+    saved = None  # (step, path) of the newest checkpoint
+    if resume is not None:
+        sweep.restore(resume)
+        saved = (sweep.done, resume.get("path"))
+    elif checkpoints is not None:
+        saved = (0, save(checkpoints, sweep.snapshot()))
+
+    def next_multiple(n, k):
+        return (n // k + 1) * k
+
+    while sweep.done < steps:
+        target = min(next_multiple(sweep.done, chunk), next_multiple(sweep.done, every) if checkpoints else steps, steps)
+        sweep.advance(target)
+        if progress is not None:
+            progress(sweep.done, steps)
+        finished = sweep.done >= steps or not sweep.active
+        stopping = stop is not None and stop() and not finished
+        due = stopping or sweep.done % every == 0
+        if checkpoints is not None and not finished and due and saved[0] != sweep.done:
+            saved = (sweep.done, save(checkpoints, sweep.snapshot()))
+        if stopping:
+            raise Interrupted(sweep.done, saved[1] if saved else None)
+        if finished:
+            if progress is not None:
+                progress(steps, steps)
+            break
+    return sweep.result()
 
 
 def sweep_report(config: dict, result) -> dict:

@@ -193,7 +193,7 @@ def test_cli_sweep_writes_everything_and_never_overwrites(capsys, tmp_path):
         ("sweep.learning_rates=[]", "learning_rates is empty"),
         ("sweep.learning_rates=[0.1, 0]", "learning_rates holds 0"),
         ("sweep.seeds=[1, 1]", "seeds = [1, 1] must be a non-empty list of distinct integers"),
-        ("sweep.learning_rates={start = 1e-3, stop = 1, num = 0}", "learning_rates.num = 0 must be a positive integer"),
+        ("sweep.learning_rates={start = 1e-3, stop = 1, num = 0}", "learning_rates.num = 0 must be an integer in 1..1000000"),
         ("sweep.learning_rates={start = 1e-3, stop = 1, num = 3, spacing = 'cubic'}", "spacing = 'cubic' must be 'log' or 'linear'"),
         ("sweep.learning_rates={start = 1e-3, num = 3}", "missing ['stop']"),
     ],

@@ -1,0 +1,113 @@
+"""Several processes, one sweep: ``jax.distributed`` setup and the few host-side agreements.
+
+jmlp does not schedule anything itself. Every process runs the same command;
+``jax.distributed.initialize`` joins them into one runtime whose devices form
+the sweep's mesh; XLA runs each device's share of the runs; on CPU the
+collectives go through gloo. Process 0 writes every file, the others none.
+
+The coordinator comes from ``--coordinator/--num-processes/--process-id``,
+else from ``JMLP_COORDINATOR``, ``JMLP_NUM_PROCESSES`` and ``JMLP_PROCESS_ID``,
+else from jax's own cluster detection when a SLURM or Open MPI job with more
+than one task is found (``JMLP_DISTRIBUTED=auto`` forces it, e.g. on a TPU pod).
+"""
+
+import os
+
+import numpy as np
+
+from .errors import BadValue
+
+ENV = {"coordinator": "JMLP_COORDINATOR", "num_processes": "JMLP_NUM_PROCESSES", "process_id": "JMLP_PROCESS_ID"}
+
+# How long a process waits for the others to join, and how long a silent
+# peer may go before the survivors give up: a dead or missing process ends
+# the sweep within these bounds instead of hanging.
+JOIN_TIMEOUT_S = int(os.environ.get("JMLP_JOIN_TIMEOUT", "120"))
+HEARTBEAT_TIMEOUT_S = int(os.environ.get("JMLP_HEARTBEAT_TIMEOUT", "30"))
+
+
+def settings(coordinator=None, num_processes=None, process_id=None, environ=os.environ) -> dict | None:
+    """The ``jax.distributed.initialize`` arguments, or None for a single process.
+
+    Flags win over ``JMLP_*`` variables; with neither, a multi-task SLURM or
+    Open MPI job (or ``JMLP_DISTRIBUTED=auto``) gives ``{}``: jax detects the rest.
+
+    >>> settings("127.0.0.1:1234", 2, 0)
+    {'coordinator_address': '127.0.0.1:1234', 'num_processes': 2, 'process_id': 0}
+    >>> settings(environ={}) is None
+    True
+    """
+    given = {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
+    for name, var in ENV.items():
+        if given[name] is None and environ.get(var, "") != "":
+            given[name] = environ[var]
+    if all(v is None for v in given.values()):
+        tasks = environ.get("SLURM_NTASKS") if "SLURM_JOB_ID" in environ else environ.get("OMPI_COMM_WORLD_SIZE")
+        auto = environ.get("JMLP_DISTRIBUTED", "") == "auto" or (tasks or "1").isdigit() and int(tasks or "1") > 1
+        return {} if auto else None
+    missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is None]
+    if missing:
+        raise BadValue(f"a multi-process sweep needs --coordinator, --num-processes and --process-id; missing {', '.join(missing)}")
+    host, sep, port = str(given["coordinator"]).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadValue(f"--coordinator {given['coordinator']!r} must be HOST:PORT, e.g. 10.0.0.1:1234")
+    n, i = _int("--num-processes", given["num_processes"]), _int("--process-id", given["process_id"])
+    if n < 1:
+        raise BadValue(f"--num-processes {n} must be at least 1")
+    if not 0 <= i < n:
+        raise BadValue(f"--process-id {i} must be in 0..{n - 1} for --num-processes {n}")
+    return {"coordinator_address": str(given["coordinator"]), "num_processes": n, "process_id": i}
+
+
+def _int(flag, v) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        raise BadValue(f"{flag} {v!r} must be an integer") from None
+
+
+def initialize(kwargs: dict) -> None:
+    """``jax.distributed.initialize`` with jmlp's bounded timeouts; before any other jax use."""
+    import jax
+
+    jax.distributed.initialize(
+        **kwargs,
+        initialization_timeout=JOIN_TIMEOUT_S,
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+        shutdown_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+    )
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: process 0, or the only process."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def all_agree(value) -> np.ndarray:
+    """``value`` (a small array) from every process, stacked: a collective every process must call."""
+    import jax
+
+    value = np.asarray(value)
+    if jax.process_count() == 1:
+        return value[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(value))
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any (e.g. Ctrl-C reached one)."""
+    return bool(all_agree(np.array(bool(flag))).any())
+
+
+def same_everywhere(digest: str, what: str) -> None:
+    """Refuse unless every process holds the same ``digest`` (a hex string) of ``what``."""
+    import jax
+
+    mine = np.frombuffer(bytes.fromhex(digest), np.uint8)
+    every = all_agree(mine)
+    odd = [p for p in range(every.shape[0]) if not np.array_equal(every[p], every[0])]
+    if odd:
+        raise BadValue(f"process {odd[0]} has a different {what} from process 0 (this is process {jax.process_index()}): every process must run the same one")
