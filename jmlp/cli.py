@@ -319,6 +319,8 @@ def main(argv=None) -> int:
 
             use_every_cpu_core()
             settings = distributed.settings(args.coordinator, args.num_processes, args.process_id)
+            if settings is not None and os.environ.get("JMLP_SUPERVISED") != "1":
+                return distributed.supervise(sys.argv[1:] if argv is None else list(argv), settings)
             if settings is not None:
                 distributed.initialize(settings)
         return args.run(args)
@@ -328,6 +330,15 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("jmlp: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # Across processes, a peer that dies fails the next collective here
+        # (a runtime error from XLA): a fault to report, not a bug to trace.
+        if os.environ.get("JMLP_SUPERVISED") != "1" or type(e).__name__ != "JaxRuntimeError":
+            raise
+        from .distributed import lost_peer
+
+        print(f"jmlp: error: {lost_peer(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ than one task is found (``JMLP_DISTRIBUTED=auto`` forces it, e.g. on a TPU pod).
 """
 
 import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 
@@ -111,3 +116,114 @@ def same_everywhere(digest: str, what: str) -> None:
     odd = [p for p in range(every.shape[0]) if not np.array_equal(every[p], every[0])]
     if odd:
         raise BadValue(f"process {odd[0]} has a different {what} from process 0 (this is process {jax.process_index()}): every process must run the same one")
+
+
+# XLA's C++ logging: glog lines ("E1204 09:12:27.59 ... file.cc:289] ..."), the
+# stack trace after a fatal one, and gloo's connection chatter.
+_CXX_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|\s+@\s+0x|\*\*\* Check failure|\[Gloo\])")
+
+
+_REPORTED = "jmlp reported the error\n"
+
+
+def supervise(argv, settings: dict) -> int:
+    """Run this ``jmlp`` command as a child process and report a failure of the
+    distributed runtime as one line.
+
+    When a peer dies or never joins, XLA ends the survivors from C++
+    (``LOG(FATAL)``: an abort with a stack trace) where Python cannot catch it.
+    The child's stderr passes through here, less XLA's C++ log lines
+    (``JMLP_DEBUG=1`` keeps them), and such an abort becomes a one-line
+    ``jmlp: error`` and exit status 1. The child dies with this process.
+    """
+    env = dict(os.environ, JMLP_SUPERVISED="1")
+    pipe = subprocess.PIPE
+    child = subprocess.Popen([sys.executable, "-m", "jmlp.cli", *argv], env=env, stdout=pipe, stderr=pipe, preexec_fn=_die_with_parent)
+
+    def forward(sig, frame):  # a signal sent to this process alone still reaches the sweep
+        child.send_signal(sig)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    fatal = []
+    out = threading.Thread(target=_relay, args=(child.stdout, sys.stdout, []), daemon=True)
+    out.start()
+    try:
+        _relay(child.stderr, sys.stderr, fatal)
+        rc = child.wait()
+        out.join()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if rc in (0, 1, 2, 130, 143) or not any(line.startswith("F") for line in fatal):
+        return rc if rc >= 0 else 128 - rc
+    if _REPORTED in fatal:  # the sweep already said what failed; XLA's abort on the way out adds nothing
+        return 1
+    print(f"jmlp: error: process {settings.get('process_id', '?')}: {_diagnose(''.join(fatal), settings)}", file=sys.stderr)
+    return 1
+
+
+def _relay(source, sink, errors: list) -> None:
+    """Copy ``source`` lines to ``sink``, less XLA's C++ log records (collected into
+    ``errors`` when they are errors); ``JMLP_DEBUG=1`` copies everything."""
+    debug = os.environ.get("JMLP_DEBUG") == "1"
+    in_record = False  # a record runs over several lines, up to jmlp's or Python's next own line
+    for raw in source:
+        line = raw.decode(errors="replace")
+        if _CXX_LOG.match(line):
+            in_record = True
+            if line[0] in "EF":
+                errors.append(line)
+        elif in_record and not line.startswith(("jmlp: ", "Traceback")):
+            pass
+        else:
+            in_record = False
+            if line.startswith("jmlp: error:"):
+                errors.append(_REPORTED)
+            sink.write(line)
+            sink.flush()
+            continue
+        if debug:
+            sink.write(line)
+            sink.flush()
+
+
+def lost_peer(error: Exception) -> str:
+    """The one-line message for a collective that failed because a peer went away."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"process {_index()}: a collective with the other processes failed ({first[:200]}); "
+        "another process probably died. Checkpoints, if any, resume with: jmlp sweep --resume DIR"
+    )
+
+
+def _index():
+    import jax
+
+    return jax.process_index()
+
+
+def _diagnose(log: str, settings: dict) -> str:
+    where = settings.get("coordinator_address", "the coordinator")
+    if "RegisterTask" in log or "DEADLINE_EXCEEDED" in log and "heartbeat" not in log:
+        return (
+            f"the {settings.get('num_processes', '?')} processes did not all join at {where} within "
+            f"{JOIN_TIMEOUT_S} s: start every process with the same --coordinator and --num-processes"
+        )
+    if "heartbeat" in log or "another task died" in log:
+        return (
+            f"another process of the sweep died or stopped responding (no heartbeat for {HEARTBEAT_TIMEOUT_S} s); "
+            "its checkpoints, if any, resume with: jmlp sweep --resume DIR"
+        )
+    first = next((line for line in log.splitlines() if line.startswith("F")), log.splitlines()[0])
+    return f"the distributed runtime failed: {first.split('] ', 1)[-1][:300]}"
+
+
+def _die_with_parent() -> None:
+    # Linux: the kernel kills the child when the supervising jmlp dies (even by SIGKILL).
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
