@@ -134,9 +134,24 @@ def _sweep_preflight(args):
     return config, plan, out, resume
 
 
+def _print_plan(plan, out, resume) -> None:
+    from .report import fmt
+    from .sweep import _size, estimate_bytes
+
+    n_lr, n_seed = len(plan.learning_rates), len(plan.seeds)
+    rows = plan.batch_size or plan._x.shape[0]
+    need = estimate_bytes(plan.step, plan.steps, rows, plan._dtype, plan.padded, plan.rows)
+    devices = plan.mesh.devices.size
+    print(f"plan: {plan.n_runs} runs ({n_lr} learning rates x {n_seed} seeds) x {plan.steps} steps on {devices} device(s), about {_size(need)}")
+    print(f"learning rates: {fmt([float(v) for v in plan.learning_rates])}")
+    if resume is not None:
+        print(f"resumes {out} from step {resume['done']} ({resume['path'].name})")
+    print("dry run: nothing was run or written")
+
+
 class _StopFlag:
     """Set by SIGINT or SIGTERM: the sweep checkpoints at the next chunk and exits.
-    A second Ctrl-C interrupts at once."""
+    A second Ctrl-C quits without saving (when the running chunk returns to Python)."""
 
     def __init__(self):
         import signal
@@ -182,6 +197,10 @@ def _sweep(args) -> int:
             raise BadValue(f"process {int(refused.argmax())} refused the sweep; see its message")
     if failure is not None:
         raise failure
+    if args.dry_run:
+        if writer:
+            _print_plan(plan, out, resume)
+        return 0
     if multi:
         distributed.same_everywhere(ckpt.config_hash(config), "config")
         distributed.same_everywhere(f"{resume['done'] if resume else 0:016x}", "checkpoint step")
@@ -301,6 +320,7 @@ def parser() -> argparse.ArgumentParser:
                        "replace an existing --out folder")
     s.add_argument("--resume", metavar="DIR", help="continue the sweep in DIR from its last good checkpoint (CONFIG optional)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--dry-run", action="store_true", help="check everything and print the plan (runs, devices, memory); run nothing")
     d = s.add_argument_group("several processes (jax.distributed; or JMLP_COORDINATOR etc., or SLURM/Open MPI detection)")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same on every process")
     d.add_argument("--num-processes", type=integer, metavar="N", help="how many processes take part")
