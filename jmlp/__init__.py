@@ -19,6 +19,7 @@ from .optim import OPTIMIZERS as OPTIMIZERS
 from .optim import make_optimizer as make_optimizer
 from .optim import set_learning_rate as set_learning_rate
 from .step import Step as Step
+from .sweep import Sweep as Sweep
 from .sweep import SweepResult as SweepResult
 from .sweep import sweep as sweep
 

@@ -143,7 +143,9 @@ def _print_plan(plan, out, resume) -> None:
     need = estimate_bytes(plan.step, plan.steps, rows, plan._dtype, plan.padded, plan.rows)
     devices = plan.mesh.devices.size
     print(f"plan: {plan.n_runs} runs ({n_lr} learning rates x {n_seed} seeds) x {plan.steps} steps on {devices} device(s), about {_size(need)}")
-    print(f"learning rates: {fmt([float(v) for v in plan.learning_rates])}")
+    lrs = [float(v) for v in plan.learning_rates]
+    shown = fmt(lrs) if len(lrs) <= 8 else f"{fmt(lrs[:3])[:-1]}, …, {fmt(lrs[-3:])[1:]}"
+    print(f"learning rates: {shown}")
     if resume is not None:
         print(f"resumes {out} from step {resume['done']} ({resume['path'].name})")
     print("dry run: nothing was run or written")
@@ -353,10 +355,10 @@ def main(argv=None) -> int:
     except Exception as e:
         # Across processes, a peer that dies fails the next collective here
         # (a runtime error from XLA): a fault to report, not a bug to trace.
-        if os.environ.get("JMLP_SUPERVISED") != "1" or type(e).__name__ != "JaxRuntimeError":
-            raise
-        from .distributed import lost_peer
+        from .distributed import is_peer_failure, lost_peer
 
+        if os.environ.get("JMLP_SUPERVISED") != "1" or not is_peer_failure(e):
+            raise
         print(f"jmlp: error: {lost_peer(e)}", file=sys.stderr)
         return 1
 

@@ -193,6 +193,13 @@ def _relay(source, sink, errors: list) -> None:
             sink.flush()
 
 
+def is_peer_failure(error: Exception) -> bool:
+    """Whether ``error`` is a collective failing because another process went away: XLA
+    raises it as a ``JaxRuntimeError`` or, from gloo, a ``ValueError``."""
+    text = str(error)
+    return type(error).__name__ == "JaxRuntimeError" or any(s in text for s in ("Gloo", "UNAVAILABLE", "heartbeat"))
+
+
 def lost_peer(error: Exception) -> str:
     """The one-line message for a collective that failed because a peer went away."""
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

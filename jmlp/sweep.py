@@ -10,6 +10,7 @@ Run ``(lr, seed)`` equals ``fit(model, model.init(jax.random.key(seed)), x, y,
 learning_rate=lr, key=jax.random.key(seed), ...)``.
 """
 
+import collections
 import dataclasses
 import functools
 import math
@@ -138,7 +139,7 @@ def check_seeds(seeds) -> np.ndarray:
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2**31:
             raise BadValue(f"seeds must be integers in [0, 2**31), got {s!r}")
-    dup = sorted({int(s) for s in seeds if list(seeds).count(s) > 1})
+    dup = sorted(int(s) for s, n in collections.Counter(int(s) for s in seeds).items() if n > 1)
     if dup:
         raise BadValue(f"seeds has duplicates {dup}: each seed would train the same run twice")
     return np.array(seeds, np.int32)
