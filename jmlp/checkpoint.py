@@ -46,8 +46,14 @@ def config_hash(config: dict) -> str:
     >>> config_hash({"sweep": {"chunk_steps": 5}}) == config_hash({"sweep": {"chunk_steps": 9}})
     True
     """
-    kept = {s: {k: v for k, v in keys.items() if (s, k) not in FREE_KEYS} for s, keys in config.items()}
+    if not isinstance(config, dict):
+        raise BadValue(f"a checkpoint's config must be a dict (of sections), got {config!r:.80}")
+    kept = {s: _kept(s, keys) for s, keys in config.items()}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def _kept(section, keys):
+    return {k: v for k, v in keys.items() if (section, k) not in FREE_KEYS} if isinstance(keys, dict) else keys
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
@@ -59,6 +65,9 @@ def config_diff(old: dict, new: dict) -> list[str]:
     out = []
     for section in sorted(set(old) | set(new)):
         a, b = old.get(section, {}), new.get(section, {})
+        if not (isinstance(a, dict) and isinstance(b, dict)):
+            out += [section] if a != b else []
+            continue
         for key in sorted(set(a) | set(b)):
             if (section, key) not in FREE_KEYS and a.get(key, "<unset>") != b.get(key, "<unset>"):
                 out.append(f"{section}.{key}")
