@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from .step import Step
 
 DIVERGE_FACTOR = 1e6
+BLOCK = 64  # steps between stop checks for a batch of runs (see advance)
 
 
 class LoopState(NamedTuple):
@@ -111,13 +112,24 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
 
     ``keys`` (one per run) drive the minibatch shuffle; ``tol`` of -inf never
     stops early. Everything but ``step`` and ``batch_size`` may be traced.
+
+    A batch of several runs steps in blocks of up to ``BLOCK`` steps with the
+    stop checks taken once per block, from the block's losses and final
+    parameters: on small nets the per-step checks and per-run selects cost
+    more than the step (benchmarks/NOTES.md, W5). A block in which some run
+    would have stopped is replayed one checked step at a time, so every run
+    still stops at exactly its own step; both paths run the same loop body,
+    so they give the same bits. A single run (``fit``) keeps the per-step
+    checks, for which a block's fixed cost does not pay.
     """
     until = jnp.minimum(until, state.losses.shape[0])
+    runs = state.losses.shape[1]
 
-    def cond(s: LoopState):
-        return (s.t < until) & jnp.any(~s.converged & ~s.diverged)
+    def any_active(s: LoopState):
+        return jnp.any(~s.converged & ~s.diverged)
 
-    def body(s: LoopState):
+    def train(s: LoopState):
+        """One unchecked step of every run at step ``s.t``: params, opt_state, order and loss."""
         order = s.order
         if batch_size is not None:
             # t is shared by every run, so this is a real branch: one shuffle per epoch, not per step.
@@ -130,22 +142,83 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
             return step.update_state(params, opt_state, xb, yb)
 
         params, opt_state, loss = jax.vmap(one)(s.params, s.opt_state, order)
+        return params, opt_state, order, loss
+
+    def checked(s: LoopState, params, opt_state, order, loss):
+        """The state after step ``s.t`` from its unchecked results: every stop applied."""
         active = ~s.converged & ~s.diverged
         first = jnp.where(s.t == 0, loss, s.first_loss)
         blown = ~jnp.isfinite(loss) | (loss > diverge_factor * jnp.maximum(first, 1)) | ~_finite_per_run(params)
         bad = active & blown
         apply = active & ~blown
-        column = jnp.where(active, loss, jnp.nan).astype(s.losses.dtype)
-        return LoopState(
+        return s._replace(
             t=s.t + 1,
             i=s.i + active,
             params=_per_run(apply, params, s.params),
             opt_state=_per_run(apply, opt_state, s.opt_state),
-            losses=jax.lax.dynamic_update_slice_in_dim(s.losses, column[None, :], s.t, axis=0),
             first_loss=first,
             converged=s.converged | (apply & (loss < tol)),
             diverged=s.diverged | bad,
             order=order,
         )
 
-    return jax.lax.while_loop(cond, body, state)
+    def column(s: LoopState, loss):
+        return jnp.where(~s.converged & ~s.diverged, loss, jnp.nan).astype(state.losses.dtype)
+
+    def one_checked_step(s: LoopState):
+        params, opt_state, order, loss = train(s)
+        new = checked(s, params, opt_state, order, loss)
+        return new._replace(losses=jax.lax.dynamic_update_slice_in_dim(s.losses, column(s, loss)[None, :], s.t, axis=0))
+
+    if runs == 1 or not 1 < BLOCK <= state.losses.shape[0]:  # static
+        return jax.lax.while_loop(lambda s: (s.t < until) & any_active(s), one_checked_step, state)
+
+    no_rows = jnp.full((BLOCK, runs), jnp.nan, state.losses.dtype)
+
+    def unchecked_steps(s: LoopState, n):
+        """``n`` (traced, <= BLOCK) steps of every run with no checks: the end state and
+        the steps' loss rows (NaN for runs stopped before, and past ``n``)."""
+
+        def one(carry):
+            c, rows = carry
+            params, opt_state, order, loss = train(c)
+            rows = jax.lax.dynamic_update_slice_in_dim(rows, column(s, loss)[None, :], c.t - s.t, axis=0)
+            return c._replace(t=c.t + 1, params=params, opt_state=opt_state, order=order), rows
+
+        return jax.lax.while_loop(lambda carry: carry[0].t < s.t + n, one, (s, no_rows))
+
+    def block(s: LoopState):
+        # Only small values pass through the cond and the inner loops: a cond whose
+        # operands hold the (steps, runs) loss buffer copies it (60x slower, measured).
+        small, active = s._replace(losses=None), ~s.converged & ~s.diverged
+        n = jnp.minimum(BLOCK, until - s.t)
+        end, rows = unchecked_steps(small, n)
+        inside = (jnp.arange(BLOCK) < n)[:, None]
+        event = inside & (~jnp.isfinite(rows) | (rows > diverge_factor * jnp.maximum(s.first_loss, 1)) | (rows < tol))
+        stops = active & (jnp.any(event, axis=0) | ~_finite_per_run(end.params))
+        calm = (s.t > 0) & ~jnp.any(stops)  # step 0 sets first_loss: always checked
+
+        def keep(_):
+            kept = end._replace(
+                i=s.i + n * active,
+                params=_per_run(active, end.params, s.params),
+                opt_state=_per_run(active, end.opt_state, s.opt_state),
+            )
+            return kept, rows
+
+        def replay(_):
+            def one(carry):
+                c, rows = carry
+                after, row = unchecked_steps(c, 1)  # the same loop body as the block's
+                new = checked(c, after.params, after.opt_state, after.order, row[0])
+                return new, jax.lax.dynamic_update_slice_in_dim(rows, row[:1], c.t - s.t, axis=0)
+
+            go = lambda carry: (carry[0].t < s.t + n) & any_active(carry[0])  # noqa: E731
+            return jax.lax.while_loop(go, one, (small, no_rows))
+
+        small, rows = jax.lax.cond(calm, keep, replay, None)
+        # Rows past the end of the buffer (a last, short block) are dropped, not clamped onto earlier ones.
+        where = s.t + jnp.arange(BLOCK)
+        return small._replace(losses=s.losses.at[where].set(rows, mode="drop"))
+
+    return jax.lax.while_loop(lambda s: (s.t < until) & any_active(s), block, state)

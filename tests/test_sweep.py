@@ -231,3 +231,29 @@ def test_snapshot_and_restore_continue_bit_for_bit(data):
     with pytest.raises(ValueError, match="snapshot leaf .losses is float32"):
         bad = {**saved, "state": {**saved["state"], ".losses": saved["state"][".losses"][:5]}}
         jmlp.Sweep(MODEL, x, y, **kw).restore(bad)
+
+
+def test_blocks_of_unchecked_steps_stop_every_run_at_its_own_step(data, monkeypatch):
+    """Runs step in blocks of loop.BLOCK with one stop check per block; a run that converges or
+    diverges inside a block still stops at exactly its step, and chunk boundaries that cut
+    blocks change no bit (Adam, full batch: the case most sensitive to code paths)."""
+    from jmlp import loop
+
+    x, y = data
+    kw = dict(loss="mse", optimizer="adam", learning_rates=[0.01, 0.1, 0.5, 1e4], seeds=[0, 5], steps=300, tol=0.02)
+    assert loop.BLOCK < kw["steps"]
+    blocked = sweep(MODEL, x, y, **kw)
+    stops = blocked.steps[~blocked.diverged]
+    assert blocked.diverged[3].all() and len(set(stops.tolist())) > 2 and (stops % loop.BLOCK != 0).any()
+    chunked = sweep(MODEL, x, y, chunk_steps=7, **kw)
+    for a, b in zip(jax.tree.leaves((blocked.params, blocked.losses, blocked.steps)), jax.tree.leaves((chunked.params, chunked.losses, chunked.steps))):
+        np.testing.assert_array_equal(a, b)
+    monkeypatch.setattr(loop, "BLOCK", 0)  # every step checked: the reference semantics
+    jax.clear_caches()
+    checked = sweep(MODEL, x, y, **kw)
+    jax.clear_caches()
+    np.testing.assert_array_equal(blocked.steps, checked.steps)
+    np.testing.assert_array_equal(blocked.converged, checked.converged)
+    np.testing.assert_array_equal(blocked.diverged, checked.diverged)
+    # float32 rounding (the two programs fuse differently), until Adam at η = 0.5 amplifies it
+    np.testing.assert_allclose(blocked.losses[..., :150], checked.losses[..., :150], rtol=1e-5)
