@@ -75,6 +75,8 @@ def initialize(kwargs: dict) -> None:
     """``jax.distributed.initialize`` with jmlp's bounded timeouts; before any other jax use."""
     import jax
 
+    # gloo is jax 0.10's default for CPU collectives; said here so a newer default can't change it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         **kwargs,
         initialization_timeout=JOIN_TIMEOUT_S,
