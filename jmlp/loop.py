@@ -191,7 +191,7 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         # Only small values pass through the cond and the inner loops: a cond whose
         # operands hold the (steps, runs) loss buffer copies it (60x slower, measured).
         small, active = s._replace(losses=None), ~s.converged & ~s.diverged
-        n = jnp.minimum(BLOCK, until - s.t)
+        n = jnp.where(s.t == 0, 1, jnp.minimum(BLOCK, until - s.t))  # step 0 alone: it is always replayed
         end, rows = unchecked_steps(small, n)
         inside = (jnp.arange(BLOCK) < n)[:, None]
         event = inside & (~jnp.isfinite(rows) | (rows > diverge_factor * jnp.maximum(s.first_loss, 1)) | (rows < tol))
