@@ -141,7 +141,11 @@ def supervise(argv, settings: dict) -> int:
     """
     env = dict(os.environ, JMLP_SUPERVISED="1")
     pipe = subprocess.PIPE
-    child = subprocess.Popen([sys.executable, "-m", "jmlp.cli", *argv], env=env, stdout=pipe, stderr=pipe, preexec_fn=_die_with_parent)
+    # Its own process group: a terminal's Ctrl-C reaches only this process, which forwards it
+    # once (two SIGINTs would mean "quit without saving").
+    child = subprocess.Popen(
+        [sys.executable, "-m", "jmlp.cli", *argv], env=env, stdout=pipe, stderr=pipe, preexec_fn=_die_with_parent, process_group=0
+    )
 
     def forward(sig, frame):  # a signal sent to this process alone still reaches the sweep
         child.send_signal(sig)

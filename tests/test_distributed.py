@@ -38,7 +38,7 @@ def env(devices: int, **extra) -> dict:
 class Cluster:
     """``n`` jmlp processes, each in its own folder ``root/p<i>``; always reaped."""
 
-    def __init__(self, root: Path, n: int, args, per_process=None, join_timeout="20"):
+    def __init__(self, root: Path, n: int, args, per_process=None, join_timeout="20", own_session=False):
         port = free_port()
         self.procs, self.dirs = [], []
         for i in range(n):
@@ -48,7 +48,8 @@ class Cluster:
             argv += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i)]
             cmd = [sys.executable, "-m", "jmlp.cli", *argv]
             e = env(1, JMLP_JOIN_TIMEOUT=join_timeout)
-            self.procs.append(subprocess.Popen(cmd, cwd=d, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            pipe = subprocess.PIPE
+            self.procs.append(subprocess.Popen(cmd, cwd=d, env=e, stdout=pipe, stderr=pipe, text=True, start_new_session=own_session))
             self.dirs.append(d)
 
     def wait(self, timeout=120):
@@ -126,6 +127,24 @@ def test_a_process_killed_mid_run_ends_the_others_and_the_checkpoint_resumes(con
     proc = subprocess.run(cmd, env=env(2), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert all(r["steps"] == 6000 for r in json.loads((out / "results.json").read_text())["runs"])
+
+
+def test_ctrl_c_in_every_terminal_checkpoints_all_processes_once(config, tmp_path):
+    """A terminal's Ctrl-C goes to its whole process group; each process must save and exit 130
+    (its sweep child sees one SIGINT, not two, which would mean quit without saving)."""
+    import signal
+
+    with Cluster(tmp_path, 2, ["sweep", str(config), "--out", "out", "--quiet"], own_session=True) as cluster:
+        out = cluster.dirs[0] / "out"
+        wait_for_checkpoint(out, 0, cluster.procs[0])
+        for p in cluster.procs:
+            os.killpg(os.getpgid(p.pid), signal.SIGINT)  # what the terminal does
+        results = cluster.wait(timeout=60)
+    for rc, _, err in results:
+        assert rc == 130, err[-2000:]
+    assert "resume with: jmlp sweep --resume out" in results[0][2] and "resume with" not in results[1][2]
+    saved = ckpt.checkpoints(out / "checkpoints")
+    assert saved[-1].name in results[0][2] and not (out / "results.json").exists()
 
 
 def test_a_process_that_never_joins_fails_the_others_in_bounded_time(config, tmp_path):
