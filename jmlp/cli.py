@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -136,13 +137,11 @@ def _sweep_preflight(args):
 
 def _print_plan(plan, out, resume) -> None:
     from .report import fmt
-    from .sweep import _size, estimate_bytes
+    from .sweep import _size
 
     n_lr, n_seed = len(plan.learning_rates), len(plan.seeds)
-    rows = plan.batch_size or plan._x.shape[0]
-    need = estimate_bytes(plan.step, plan.steps, rows, plan._dtype, plan.padded, plan.rows)
-    devices = plan.mesh.devices.size
-    print(f"plan: {plan.n_runs} runs ({n_lr} learning rates x {n_seed} seeds) x {plan.steps} steps on {devices} device(s), about {_size(need)}")
+    devices, need = plan.mesh.devices.size, _size(plan.bytes_needed)
+    print(f"plan: {plan.n_runs} runs ({n_lr} learning rates x {n_seed} seeds) x {plan.steps} steps on {devices} device(s), about {need} per process")
     lrs = [float(v) for v in plan.learning_rates]
     shown = fmt(lrs) if len(lrs) <= 8 else f"{fmt(lrs[:3])[:-1]}, …, {fmt(lrs[-3:])[1:]}"
     print(f"learning rates: {shown}")
@@ -156,21 +155,15 @@ class _StopFlag:
     A second Ctrl-C quits without saving (when the running chunk returns to Python)."""
 
     def __init__(self):
-        import signal
-
         self.signal = None
         self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, sig, frame):
-        import signal
-
         self.signal = sig
         signal.signal(signal.SIGINT, signal.default_int_handler)
         print("jmlp: stopping: saving a checkpoint after this chunk (Ctrl-C again to quit without it)", file=sys.stderr)
 
     def restore(self):
-        import signal
-
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
@@ -236,13 +229,11 @@ def _sweep(args) -> int:
         )  # fmt: skip
     except Interrupted as e:
         if bar:
-            bar.close()
+            bar.close()  # before the message, not after it (closing twice is harmless)
         if writer:
             where = f"saved {e.checkpoint}" if e.checkpoint else "saved nothing new"
             again = " (with the same --coordinator/--num-processes/--process-id on every process)" if multi else ""
             print(f"jmlp: interrupted at step {e.done} of {plan.steps}; {where}\nresume with: jmlp sweep --resume {out}{again}", file=sys.stderr)
-        import signal
-
         return 143 if flag.signal == signal.SIGTERM else 130
     finally:
         if bar:

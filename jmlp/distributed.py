@@ -126,9 +126,6 @@ _CXX_LOG = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d\d|\s+@\s+0x|\*\*\* Check fail
 _GLOO = "[Gloo] "  # one line per connection, on stdout
 
 
-_REPORTED = "jmlp reported the error\n"
-
-
 def supervise(argv, settings: dict) -> int:
     """Run this ``jmlp`` command as a child process and report a failure of the
     distributed runtime as one line.
@@ -151,11 +148,10 @@ def supervise(argv, settings: dict) -> int:
         child.send_signal(sig)
 
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    fatal = []
-    out = threading.Thread(target=_relay, args=(child.stdout, sys.stdout, []), daemon=True)
+    out = threading.Thread(target=_relay, args=(child.stdout, sys.stdout), daemon=True)
     out.start()
     try:
-        _relay(child.stderr, sys.stderr, fatal)
+        errors, reported = _relay(child.stderr, sys.stderr)
         rc = child.wait()
         out.join()
     finally:
@@ -164,18 +160,19 @@ def supervise(argv, settings: dict) -> int:
         if child.poll() is None:
             child.kill()
             child.wait()
-    if rc in (0, 1, 2, 130, 143) or not any(line.startswith("F") for line in fatal):
+    if rc in (0, 1, 2, 130, 143) or not any(line.startswith("F") for line in errors):
         return rc if rc >= 0 else 128 - rc
-    if _REPORTED in fatal:  # the sweep already said what failed; XLA's abort on the way out adds nothing
+    if reported:  # the sweep already said what failed; XLA's abort on the way out adds nothing
         return 1
-    print(f"jmlp: error: process {settings.get('process_id', '?')}: {_diagnose(''.join(fatal), settings)}", file=sys.stderr)
+    print(f"jmlp: error: process {settings.get('process_id', '?')}: {_diagnose(''.join(errors), settings)}", file=sys.stderr)
     return 1
 
 
-def _relay(source, sink, errors: list) -> None:
-    """Copy ``source`` lines to ``sink``, less XLA's C++ log records (collected into
-    ``errors`` when they are errors); ``JMLP_DEBUG=1`` copies everything."""
+def _relay(source, sink) -> tuple[list[str], bool]:
+    """Copy ``source`` lines to ``sink``, less XLA's C++ log records; ``JMLP_DEBUG=1``
+    copies everything. Returns the C++ error records and whether jmlp printed an error."""
     debug = os.environ.get("JMLP_DEBUG") == "1"
+    errors, reported = [], False
     in_record = False  # a record runs over several lines, up to jmlp's or Python's next own line
     for raw in source:
         line = raw.decode(errors="replace")
@@ -189,14 +186,14 @@ def _relay(source, sink, errors: list) -> None:
             pass
         else:
             in_record = False
-            if line.startswith("jmlp: error:"):
-                errors.append(_REPORTED)
+            reported = reported or line.startswith("jmlp: error:")
             sink.write(line)
             sink.flush()
             continue
         if debug:
             sink.write(line)
             sink.flush()
+    return errors, reported
 
 
 def is_peer_failure(error: Exception) -> bool:

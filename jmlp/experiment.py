@@ -153,8 +153,8 @@ def run_sweep(config: dict, progress=None, *, plan=None, checkpoints=None, resum
     ``stop()`` turns true, which then raises ``Interrupted``; ``resume`` (a
     loaded checkpoint) continues from its step. ``save`` writes a snapshot
     (default ``checkpoint.save``; under ``jax.distributed`` only process 0's
-    writes). Chunking never changes the numbers: the loop body is a pure
-    function of the state.
+    writes). Chunking never changes the numbers: each step depends only on the
+    state, and ``loop.advance``'s blocks and replays run one loop body.
     """
     from . import checkpoint as ckpt
 

@@ -231,12 +231,18 @@ _evaluate = jax.jit(_evaluate_runs, static_argnums=(0, 1))
 class Sweep:
     """A sweep in progress: the validated grid and its loop state, advanced chunk by chunk.
 
+    Each run starts from ``model.init(jax.random.key(seed))``, or from
+    ``params`` for every run when given (the seed then only drives the
+    minibatch shuffle). ``devices`` defaults to all devices (of every process
+    under ``jax.distributed``, where every process builds the same ``Sweep``);
+    runs that don't divide evenly among them are padded, never dropped. A grid
+    that needs more than ``max_bytes`` (default: half the device's memory) is
+    refused before anything is allocated; ``bytes_needed`` is the estimate.
+
     ``sweep`` runs one from start to end; ``jmlp sweep`` uses one directly to
     checkpoint between chunks. ``snapshot`` returns the state as host arrays
     for the real runs only (no padding, so a checkpoint taken on 8 devices
-    resumes on 1), and ``restore`` puts one back. The arguments are those of
-    ``sweep``. Across processes (``jax.distributed``) every process builds the
-    same ``Sweep``; the runs are split over all processes' devices.
+    resumes on 1), and ``restore`` puts one back.
 
     >>> import jax.numpy as jnp
     >>> x, y = jnp.array([[2.0, 3.0]]), jnp.array([[10.0]])
@@ -291,7 +297,8 @@ class Sweep:
         self.padded = padded = -(-n_runs // len(devices)) * len(devices)
         dtype = x.dtype
         self.rows = x.shape[0] if batch_size else 0
-        need = estimate_bytes(step, steps, batch_size or x.shape[0], dtype, padded // jax.process_count(), self.rows)
+        # per process: each holds its own devices' share of the runs
+        self.bytes_needed = need = estimate_bytes(step, steps, batch_size or x.shape[0], dtype, padded // jax.process_count(), self.rows)
         limit = memory_limit() if max_bytes is None else max_bytes
         if need > limit:
             raise BadValue(
@@ -319,10 +326,12 @@ class Sweep:
         self.state = None
         self.done = 0
 
+    def _initial_state(self):
+        return _start(self.step, self.steps, self.rows, self.mesh, self._dtype, self._run_lr, self._run_seed, self._params)
+
     def start(self) -> "Sweep":
         """The state before step 0 (called by ``advance`` when needed)."""
-        args = (self.step, self.steps, self.rows, self.mesh, self._dtype)
-        self.state = _start(*args, self._run_lr, self._run_seed, self._params)
+        self.state = self._initial_state()
         self.done = 0
         return self
 
@@ -349,30 +358,33 @@ class Sweep:
         """
         if self.state is None:
             self.start()
-        leaves = jax.tree_util.tree_flatten_with_path(self.state._replace(t=None))[0]
-        return {"done": self.done, "state": {_keystr(path): _cut(_gather(a), self.n_runs, _run_axis(path)) for path, a in leaves}}
+        leaves = [(_keystr(p), a) for p, a in jax.tree_util.tree_flatten_with_path(self.state._replace(t=None))[0]]
+        return {"done": self.done, "state": {k: _cut(_gather(a), self.n_runs, _run_axis(k)) for k, a in leaves}}
 
     def _shapes(self):
         """The loop state's leaves (less the shared counter t) as ``(path, shape)`` pairs
-        and its tree structure, from ``jax.eval_shape``: nothing runs."""
-        args = (self.step, self.steps, self.rows, self.mesh, self._dtype)
-        state = jax.eval_shape(lambda lr, seed, p: _start(*args, lr, seed, p), self._run_lr, self._run_seed, self._params)
+        for the padded runs, and its tree structure, from ``jax.eval_shape``: nothing runs."""
+        state = jax.eval_shape(self._initial_state)
         leaves, treedef = jax.tree_util.tree_flatten_with_path(state._replace(t=None))
         return [(_keystr(path), a) for path, a in leaves], treedef
 
-    def template(self) -> dict:
-        """``{path: ShapeDtypeStruct}``: what ``snapshot()["state"]`` holds, for the real runs."""
+    def _template(self, shapes) -> dict:
         out = {}
-        for path, a in self._shapes()[0]:
+        for path, a in shapes:
             shape = list(a.shape)
             shape[_run_axis(path)] = self.n_runs
             out[path] = jax.ShapeDtypeStruct(tuple(shape), a.dtype)
         return out
 
+    def template(self) -> dict:
+        """``{path: ShapeDtypeStruct}``: what ``snapshot()["state"]`` holds, for the real runs."""
+        return self._template(self._shapes()[0])
+
     def restore(self, snapshot: dict) -> "Sweep":
         """Continue from a ``snapshot`` of this grid, taken on any number of devices."""
         state = snapshot["state"]
-        template = self.template()
+        shapes, treedef = self._shapes()
+        template = self._template(shapes)
         if set(state) != set(template):
             raise BadValue(f"the snapshot holds {sorted(state)}, this sweep needs {sorted(template)}")
         for k, t in template.items():
@@ -382,7 +394,6 @@ class Sweep:
         done = snapshot["done"]
         if isinstance(done, bool) or not isinstance(done, (int, np.integer)) or not 0 <= done <= self.steps:
             raise BadValue(f"snapshot is at step {done!r}, outside this sweep's 0..{self.steps}")
-        shapes, treedef = self._shapes()
         leaves = []
         for path, _ in shapes:
             axis = _run_axis(path)
@@ -435,8 +446,7 @@ def _keystr(path) -> str:
     return jax.tree_util.keystr(path)
 
 
-def _run_axis(path) -> int:
-    path = path if isinstance(path, str) else _keystr(path)
+def _run_axis(path: str) -> int:
     return 1 if path == _LOSSES else 0
 
 
@@ -479,38 +489,13 @@ def _any_active(mesh, converged, diverged):
     return _gather(_any_active_runs(mesh, converged, diverged))
 
 
-def sweep(
-    model: MLP,
-    x,
-    y,
-    *,
-    loss,
-    optimizer,
-    learning_rates,
-    seeds=(0,),
-    grad="manual",
-    steps,
-    tol=None,
-    batch_size=None,
-    x_val=None,
-    y_val=None,
-    optimizer_options=None,
-    params=None,
-    devices=None,
-    chunk_steps=None,
-    progress: Callable[[int, int], None] | None = None,
-    max_bytes=None,
-) -> SweepResult:
+def sweep(model: MLP, x, y, *, chunk_steps=None, progress: Callable[[int, int], None] | None = None, **grid) -> SweepResult:
     """Train every (learning rate, seed) pair in one compiled, vmapped, sharded program.
 
-    Each run starts from ``model.init(jax.random.key(seed))``, or from
-    ``params`` for every run when given (the seed then only drives the
-    minibatch shuffle). ``devices`` defaults to all devices (of every process
-    under ``jax.distributed``); runs that don't divide evenly among them are
-    padded, never dropped. ``chunk_steps`` splits the loop into compiled chunks
-    (same bits), calling ``progress(steps_done, steps)`` after each. A grid
-    that needs more than ``max_bytes`` (default: half the device's memory) is
-    refused before anything is allocated.
+    ``grid`` holds the keyword arguments of ``Sweep`` (``loss``, ``optimizer``,
+    ``learning_rates``, ``steps`` and the optional ones). ``chunk_steps`` splits
+    the loop into compiled chunks (same bits), calling ``progress(steps_done,
+    steps)`` after each.
 
     >>> import jax.numpy as jnp
     >>> x, y = jnp.array([[2.0, 3.0]]), jnp.array([[10.0]])
@@ -519,12 +504,8 @@ def sweep(
     >>> result.diverged.tolist()
     [[False, False], [False, False], [True, True]]
     """
-    chunk_steps = check_positive_int("chunk_steps", chunk_steps, allow_none=True) or check_positive_int("steps", steps)
-    s = Sweep(
-        model, x, y, loss=loss, optimizer=optimizer, learning_rates=learning_rates, seeds=seeds, grad=grad,
-        steps=steps, tol=tol, batch_size=batch_size, x_val=x_val, y_val=y_val,
-        optimizer_options=optimizer_options, params=params, devices=devices, max_bytes=max_bytes,
-    )  # fmt: skip
+    s = Sweep(model, x, y, **grid)
+    chunk_steps = check_positive_int("chunk_steps", chunk_steps, allow_none=True) or s.steps
     while s.done < s.steps:
         s.advance(s.done + chunk_steps)
         if progress is not None:
