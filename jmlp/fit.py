@@ -83,12 +83,15 @@ def check_data(x, y, model: MLP, loss: str):
 
 
 def _run(step: Step, steps: int, batch_size, params, x, y, learning_rate, tol, key):
+    if key is None:  # the default key is made here: made eagerly it costs a dispatch per fit
+        key = jax.random.key(0)
     # A batch of one run: the very code sweep runs for each of its runs.
     one = jax.tree.map(lambda a: a[None], (params, learning_rate, key))
     state = loop.start(step, steps, one[0], one[1], x.shape[0] if batch_size else 0)
     state = loop.advance(step, batch_size, state, x, y, tol, one[2], steps)
     # Unbatch inside the program: slicing on the host would dispatch an op per leaf.
-    return jax.tree.map(lambda a: a[0], (state.params, state.i, state.converged, state.diverged)), state.losses[:, 0]
+    counts = jnp.stack([state.i[0], state.converged[0].astype(jnp.int32), state.diverged[0].astype(jnp.int32)])
+    return jax.tree.map(lambda a: a[0], state.params), counts, state.losses[:, 0]
 
 
 _train = jax.jit(_run, static_argnums=(0, 1, 2))
@@ -138,12 +141,9 @@ def fit(
     batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
     if batch_size is not None and batch_size > n:
         raise BadValue(f"batch_size {batch_size} is larger than the {n} training rows")
-    if key is None:
-        key = jax.random.key(0)
     dtype = jax.tree.leaves(params)[0].dtype
-    threshold = jnp.asarray(-jnp.inf if tol is None else tol, dtype)
-    (params, taken, converged, diverged), losses = _train(
-        step, steps, batch_size, params, x, y, jnp.asarray(learning_rate, dtype), threshold, key
-    )
-    taken = int(taken)
-    return FitResult(params=params, losses=np.asarray(losses)[:taken], steps=taken, converged=bool(converged), diverged=bool(diverged))
+    # NumPy scalars, not jnp.asarray: an eager conversion is a device op per call.
+    threshold = np.asarray(-np.inf if tol is None else tol, dtype)
+    params, counts, losses = _train(step, steps, batch_size, params, x, y, np.asarray(learning_rate, dtype), threshold, key)
+    (taken, converged, diverged), losses = jax.device_get((counts, losses))  # one transfer
+    return FitResult(params=params, losses=losses[:taken], steps=int(taken), converged=bool(converged), diverged=bool(diverged))

@@ -27,6 +27,7 @@ from .step import Step
 
 DIVERGE_FACTOR = 1e6
 BLOCK = 64  # steps between stop checks for a batch of runs (see advance)
+BLOCK_ONE_RUN = 1024  # and for a single run, whose steps are so cheap that a block's fixed cost needs more of them
 
 
 class LoopState(NamedTuple):
@@ -113,14 +114,13 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
     ``keys`` (one per run) drive the minibatch shuffle; ``tol`` of -inf never
     stops early. Everything but ``step`` and ``batch_size`` may be traced.
 
-    A batch of several runs steps in blocks of up to ``BLOCK`` steps with the
-    stop checks taken once per block, from the block's losses and final
-    parameters: on small nets the per-step checks and per-run selects cost
-    more than the step (benchmarks/NOTES.md, W5). A block in which some run
-    would have stopped is replayed one checked step at a time, so every run
-    still stops at exactly its own step; both paths run the same loop body,
-    so they give the same bits. A single run (``fit``) keeps the per-step
-    checks, for which a block's fixed cost does not pay.
+    The runs step in blocks of ``BLOCK`` steps (``BLOCK_ONE_RUN`` for a
+    single run) with the stop checks taken once per block, from the block's
+    losses and final parameters: on small nets the per-step checks and
+    per-run selects cost more than the step (benchmarks/NOTES.md, W1 and
+    W5). A block in which some run would have stopped is replayed one
+    checked step at a time, so every run still stops at exactly its own
+    step; both paths run the same loop body, so they give the same bits.
     """
     until = jnp.minimum(until, state.losses.shape[0])
     runs = state.losses.shape[1]
@@ -170,13 +170,14 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         new = checked(s, params, opt_state, order, loss)
         return new._replace(losses=jax.lax.dynamic_update_slice_in_dim(s.losses, column(s, loss)[None, :], s.t, axis=0))
 
-    if runs == 1 or not 1 < BLOCK <= state.losses.shape[0]:  # static
+    length = min(BLOCK_ONE_RUN if runs == 1 else BLOCK, state.losses.shape[0])  # static
+    if length <= 1:
         return jax.lax.while_loop(lambda s: (s.t < until) & any_active(s), one_checked_step, state)
 
-    no_rows = jnp.full((BLOCK, runs), jnp.nan, state.losses.dtype)
+    no_rows = jnp.full((length, runs), jnp.nan, state.losses.dtype)
 
     def unchecked_steps(s: LoopState, n):
-        """``n`` (traced, <= BLOCK) steps of every run with no checks: the end state and
+        """``n`` (traced, <= length) steps of every run with no checks: the end state and
         the steps' loss rows (NaN for runs stopped before, and past ``n``)."""
 
         def one(carry):
@@ -188,37 +189,40 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         return jax.lax.while_loop(lambda carry: carry[0].t < s.t + n, one, (s, no_rows))
 
     def block(s: LoopState):
-        # Only small values pass through the cond and the inner loops: a cond whose
-        # operands hold the (steps, runs) loss buffer copies it (60x slower, measured).
+        # Only small values pass through the inner loops: the (steps, runs) loss
+        # buffer is written once per block, after them.
         small, active = s._replace(losses=None), ~s.converged & ~s.diverged
-        n = jnp.where(s.t == 0, 1, jnp.minimum(BLOCK, until - s.t))  # step 0 alone: it is always replayed
+        n = jnp.where(s.t == 0, 1, jnp.minimum(length, until - s.t))  # step 0 alone: it is always replayed
         end, rows = unchecked_steps(small, n)
-        inside = (jnp.arange(BLOCK) < n)[:, None]
+        inside = (jnp.arange(length) < n)[:, None]
         event = inside & (~jnp.isfinite(rows) | (rows > diverge_factor * jnp.maximum(s.first_loss, 1)) | (rows < tol))
         stops = active & (jnp.any(event, axis=0) | ~_finite_per_run(end.params))
         calm = (s.t > 0) & ~jnp.any(stops)  # step 0 sets first_loss: always checked
 
-        def keep(_):
-            kept = end._replace(
-                i=s.i + n * active,
-                params=_per_run(active, end.params, s.params),
-                opt_state=_per_run(active, end.opt_state, s.opt_state),
-            )
-            return kept, rows
+        # No lax.cond between keeping and replaying: a cond copies its operands (the
+        # block's rows and both states) on every block, which cost W5 ~8 %. The selects
+        # keep a calm block, and the replay loop then runs zero times; otherwise they
+        # restore the block's start and the loop replays it.
+        take = active & calm
+        small = end._replace(
+            t=jnp.where(calm, end.t, s.t),
+            i=jnp.where(calm, s.i + n * active, s.i),
+            params=_per_run(take, end.params, s.params),
+            opt_state=_per_run(take, end.opt_state, s.opt_state),
+            order=jnp.where(calm, end.order, s.order),
+        )
+        rows = jnp.where(calm, rows, jnp.nan)
 
-        def replay(_):
-            def one(carry):
-                c, rows = carry
-                after, row = unchecked_steps(c, 1)  # the same loop body as the block's
-                new = checked(c, after.params, after.opt_state, after.order, row[0])
-                return new, jax.lax.dynamic_update_slice_in_dim(rows, row[:1], c.t - s.t, axis=0)
+        def replay(carry):
+            c, rows = carry
+            after, row = unchecked_steps(c, 1)  # the same loop body as the block's
+            new = checked(c, after.params, after.opt_state, after.order, row[0])
+            return new, jax.lax.dynamic_update_slice_in_dim(rows, row[:1], c.t - s.t, axis=0)
 
-            go = lambda carry: (carry[0].t < s.t + n) & any_active(carry[0])  # noqa: E731
-            return jax.lax.while_loop(go, one, (small, no_rows))
-
-        small, rows = jax.lax.cond(calm, keep, replay, None)
+        go = lambda carry: ~calm & (carry[0].t < s.t + n) & any_active(carry[0])  # noqa: E731
+        small, rows = jax.lax.while_loop(go, replay, (small, rows))
         # Rows past the end of the buffer (a last, short block) are dropped, not clamped onto earlier ones.
-        where = s.t + jnp.arange(BLOCK)
+        where = s.t + jnp.arange(length)
         return small._replace(losses=s.losses.at[where].set(rows, mode="drop"))
 
     return jax.lax.while_loop(lambda s: (s.t < until) & any_active(s), block, state)

@@ -257,3 +257,28 @@ def test_blocks_of_unchecked_steps_stop_every_run_at_its_own_step(data, monkeypa
     np.testing.assert_array_equal(blocked.diverged, checked.diverged)
     # float32 rounding (the two programs fuse differently), until Adam at η = 0.5 amplifies it
     np.testing.assert_allclose(blocked.losses[..., :150], checked.losses[..., :150], rtol=1e-5)
+
+
+@pytest.mark.parametrize("lr, stop", [(0.5, "converged"), (1e4, "diverged")])
+def test_a_single_run_steps_in_long_blocks_and_stops_at_its_own_step(data, monkeypatch, lr, stop):
+    """A single run (fit, or a one-run sweep) steps in blocks of loop.BLOCK_ONE_RUN: it stops at
+    the step the per-step checks stop it, and chunks that cut its blocks change no bit."""
+    from jmlp import loop
+
+    x, y = data
+    monkeypatch.setattr(loop, "BLOCK_ONE_RUN", 16)  # several blocks in a short test
+    kw = dict(loss="mse", optimizer="adam", learning_rates=[lr], seeds=[3], steps=120, tol=0.05)
+    jax.clear_caches()
+    blocked = sweep(MODEL, x, y, **kw)
+    assert getattr(blocked, stop).all() and blocked.steps[0, 0] % 16 not in (0, 1)  # stopped inside a block
+    chunked = sweep(MODEL, x, y, chunk_steps=7, **kw)
+    fitted = jmlp.fit(MODEL, MODEL.init(jax.random.key(3)), x, y, loss="mse", optimizer="adam", learning_rate=lr, steps=120, tol=0.05)
+    monkeypatch.setattr(loop, "BLOCK_ONE_RUN", 0)  # every step checked: the reference semantics
+    jax.clear_caches()
+    checked = jmlp.fit(MODEL, MODEL.init(jax.random.key(3)), x, y, loss="mse", optimizer="adam", learning_rate=lr, steps=120, tol=0.05)
+    jax.clear_caches()
+    for a, b in zip(jax.tree.leaves((blocked.params, blocked.losses)), jax.tree.leaves((chunked.params, chunked.losses))):
+        np.testing.assert_array_equal(a, b)
+    assert fitted.steps == checked.steps == blocked.steps[0, 0]
+    assert (fitted.converged, fitted.diverged) == (checked.converged, checked.diverged)
+    np.testing.assert_allclose(fitted.losses, checked.losses, rtol=1e-5)
