@@ -2,7 +2,7 @@
 behind benchmarks/NOTES.md. Uses jmlp internals (fit._train, sweep._advance,
 loop's helpers), so it may need updating when those change.
 
-    python benchmarks/profile_misses.py [--only W1,W2,W4,W5,cores,C]    # about 2 minutes
+    python benchmarks/profile_misses.py [--only W1,W2,W4,W5,W5f,cores,C]    # about 2 minutes
 """
 
 import argparse
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from workloads import lr_sweep
-from workloads.common import compile_events, compile_top, jax_loss, jax_scan_train, measure
+from workloads.common import compile_events, compile_top, jax_loss, jax_scan_train, measure, measure_many
 
 import jmlp
 import jmlp.data
@@ -192,6 +192,67 @@ def w5_hlo_and_ablation(runs=1024, steps=10_000):
     ablation(runs, steps)
 
 
+def w5_formulations(runs=1024, steps=10_000):
+    """The step's layout and formulation on the wide grid, each in a plain lax.scan that keeps
+    every loss (no stop checks), timed round-robin against the hand-written vmap: runs-major
+    (vmap over axis 0, what sweep does), runs on the minor axis (vmap over the last axis), and
+    the runs-minor step written as elementwise products of scalars (no dots at all). The floor
+    is a scan that does nothing but write each step's row of 1024 losses."""
+    p = seed_params(jnp.float32)
+    lrs = jnp.asarray(np.geomspace(1e-4, 0.5, runs), jnp.float32)
+    step = Step(SEED, HSE, "sgd", "manual")
+    major = jax.tree.map(lambda a: jnp.broadcast_to(a, (runs,) + a.shape), p)
+    minor = jax.tree.map(lambda a: jnp.broadcast_to(a[..., None], a.shape + (runs,)), p)
+
+    def vmapped(axis):
+        def train(P, lrs):
+            opt = jax.vmap(step.init_state, in_axes=(axis, 0), out_axes=axis)(P, lrs)
+            update = jax.vmap(step.update_state, in_axes=(axis, axis, None, None), out_axes=(axis, axis, 0))
+
+            def body(c, _):
+                P, opt, L = update(*c, X1, Y1)
+                return (P, opt), L
+
+            return jax.lax.scan(body, (P, opt), None, length=steps)[1]
+
+        return jax.jit(train)
+
+    def losses_minor(P):  # leaves (..., runs); x is the one shared sample: products of scalars
+        h = X1[0]
+        for i, layer in enumerate(P):
+            W, b = layer["W"], layer["b"]
+            z = sum(W[:, j] * h[j] for j in range(W.shape[1])) + b
+            h = z if i == len(P) - 1 else jax.nn.relu(z)
+        return 0.5 * jnp.sum((Y1[0][:, None] - h) ** 2, axis=0)
+
+    @jax.jit
+    def elementwise(P, lrs):
+        def body(P, _):
+            L, vjp = jax.vjp(losses_minor, P)
+            (g,) = vjp(jnp.ones_like(L))
+            return jax.tree.map(lambda a, b: a - lrs * b, P, g), L
+
+        return jax.lax.scan(body, P, None, length=steps)[1]
+
+    @jax.jit
+    def floor(P, lrs):
+        return jax.lax.scan(lambda c, _: (c + 1.0, c), lrs, None, length=steps)[1]
+
+    hand = jax.jit(jax.vmap(jax_scan_train(jax_loss("relu", HSE), steps), in_axes=(None, 0, None, None)))
+    fns = {
+        "hand-written jit(vmap(scan))": lambda: jax.block_until_ready(hand(p, lrs, X1, Y1)),
+        "jmlp Step, runs major (vmap axis 0)": (lambda f: lambda: jax.block_until_ready(f(major, lrs)))(vmapped(0)),
+        "jmlp Step, runs minor (vmap axis -1)": (lambda f: lambda: jax.block_until_ready(f(minor, lrs)))(vmapped(-1)),
+        "runs minor, elementwise, no dots": lambda: jax.block_until_ready(elementwise(minor, lrs)),
+        "floor: only the loss rows": lambda: jax.block_until_ready(floor(minor, lrs)),
+    }
+    t = measure_many(fns, 9)
+    base = t["hand-written jit(vmap(scan))"].median_s
+    for name, timing in t.items():
+        s = timing.median_s
+        print(f"  {name:<40} {runs * steps / s / 1e6:6.1f} M run-steps/s ({base / s:4.2f}x hand), {s / steps * 1e6:5.2f} us/step")
+
+
 def cores_busy():
     """Process CPU time over wall time of one warm call: how many of the cores a sweep or a fit
     keeps busy. Compare with XLA_FLAGS=--xla_force_host_platform_device_count=2."""
@@ -237,6 +298,7 @@ SECTIONS = {
     "W2": w2_run_scaling,
     "W4": w4_minibatch_cost,
     "W5": w5_hlo_and_ablation,
+    "W5f": w5_formulations,
     "cores": cores_busy,
     "C": compile_breakdown,
 }
