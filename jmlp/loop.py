@@ -200,7 +200,7 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         calm = (s.t > 0) & ~jnp.any(stops)  # step 0 sets first_loss: always checked
 
         # No lax.cond between keeping and replaying: a cond copies its operands (the
-        # block's rows and both states) on every block, which cost W5 ~8 %. The selects
+        # block's rows and both states) on every block, which cost W5 5-8 %. The selects
         # keep a calm block, and the replay loop then runs zero times; otherwise they
         # restore the block's start and the loop replays it.
         take = active & calm
@@ -209,7 +209,7 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
             i=jnp.where(calm, s.i + n * active, s.i),
             params=_per_run(take, end.params, s.params),
             opt_state=_per_run(take, end.opt_state, s.opt_state),
-            order=s.order,  # chosen after the replay loop: selected here, it slowed W4 (minibatches) ~5 %
+            order=s.order,  # a replay starts from the block's start; a calm block's order is taken below
         )
         rows = jnp.where(calm, rows, jnp.nan)
 
