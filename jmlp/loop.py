@@ -27,7 +27,8 @@ from .step import Step
 
 DIVERGE_FACTOR = 1e6
 BLOCK = 64  # steps between stop checks for a batch of runs (see advance)
-BLOCK_ONE_RUN = 1024  # and for a single run, whose steps are so cheap that a block's fixed cost needs more of them
+BLOCK_ONE_RUN = 1024  # and for a single tiny run, whose steps are so cheap that a block's fixed cost needs more of them
+TINY_STEP = 4096  # rows x parameters of one run's step up to which a single run steps in blocks
 
 
 class LoopState(NamedTuple):
@@ -108,17 +109,34 @@ def _finite_per_run(tree):
     return jnp.isfinite(total)
 
 
+def block_length(runs: int, rows: int, n_params: int, steps: int) -> int:
+    """Steps between stop checks for ``runs`` runs of ``n_params`` parameters on ``rows``
+    rows per step (1: every step checked).
+
+    A single run uses blocks only when its step is tiny: there the checks are a third
+    of the time, while a larger run would waste up to a block of costly steps when it
+    stops (a 784-512-512-10 fit reaching tol at step 5 took 7.7 s with blocks of 1024,
+    0.05 s checked every step).
+
+    >>> block_length(1, 1, 9, 100_000), block_length(1, 256, 669_706, 1000), block_length(64, 442, 1_441, 1000)
+    (1024, 1, 64)
+    """
+    length = BLOCK if runs > 1 else BLOCK_ONE_RUN if rows * n_params <= TINY_STEP else 1
+    return max(1, min(length, steps))
+
+
 def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, diverge_factor=DIVERGE_FACTOR) -> LoopState:
     """Step every active run until ``t == until`` or no run is active.
 
     ``keys`` (one per run) drive the minibatch shuffle; ``tol`` of -inf never
     stops early. Everything but ``step`` and ``batch_size`` may be traced.
 
-    The runs step in blocks of ``BLOCK`` steps (``BLOCK_ONE_RUN`` for a
-    single run) with the stop checks taken once per block, from the block's
-    losses and final parameters: on small nets the per-step checks and
-    per-run selects cost more than the step (benchmarks/NOTES.md, W1 and
-    W5). A block in which some run would have stopped is replayed one
+    A batch of runs steps in blocks of ``BLOCK`` steps, with the stop checks
+    taken once per block from the block's losses and final parameters: on
+    small nets the per-step checks and per-run selects cost more than the
+    step (benchmarks/NOTES.md, W1 and W5). A single run does the same in
+    blocks of ``BLOCK_ONE_RUN`` when its step is at most ``TINY_STEP`` rows
+    x parameters, and checks every step otherwise. A block in which some run would have stopped is replayed one
     checked step at a time, so every run still stops at exactly its own
     step; both paths run the same loop body, so they give the same bits.
     """
@@ -170,7 +188,8 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         new = checked(s, params, opt_state, order, loss)
         return new._replace(losses=jax.lax.dynamic_update_slice_in_dim(s.losses, column(s, loss)[None, :], s.t, axis=0))
 
-    length = min(BLOCK_ONE_RUN if runs == 1 else BLOCK, state.losses.shape[0])  # static
+    n_params = sum(a.size for a in jax.tree.leaves(state.params)) // runs
+    length = block_length(runs, batch_size or x.shape[0], n_params, state.losses.shape[0])  # static
     if length <= 1:
         return jax.lax.while_loop(lambda s: (s.t < until) & any_active(s), one_checked_step, state)
 
