@@ -116,7 +116,7 @@ def block_length(runs: int, rows: int, n_params: int, steps: int) -> int:
     A single run uses blocks only when its step is tiny: there the checks are a third
     of the time, while a larger run would waste up to a block of costly steps when it
     stops (a 784-512-512-10 fit reaching tol at step 5 took 7.7 s with blocks of 1024,
-    0.05 s checked every step).
+    0.04 s checked every step).
 
     >>> block_length(1, 1, 9, 100_000), block_length(1, 256, 669_706, 1000), block_length(64, 442, 1_441, 1000)
     (1024, 1, 64)
@@ -136,15 +136,19 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
     small nets the per-step checks and per-run selects cost more than the
     step (benchmarks/NOTES.md, W1 and W5). A single run does the same in
     blocks of ``BLOCK_ONE_RUN`` when its step is at most ``TINY_STEP`` rows
-    x parameters, and checks every step otherwise. A block in which some run would have stopped is replayed one
-    checked step at a time, so every run still stops at exactly its own
-    step; both paths run the same loop body, so they give the same bits.
+    x parameters, and checks every step otherwise. A block in which some run
+    would have stopped is replayed one checked step at a time, so every run
+    still stops at exactly its own step; both paths run the same loop body,
+    so they give the same bits.
     """
     until = jnp.minimum(until, state.losses.shape[0])
     runs = state.losses.shape[1]
 
+    def active(s: LoopState):
+        return ~s.converged & ~s.diverged
+
     def any_active(s: LoopState):
-        return jnp.any(~s.converged & ~s.diverged)
+        return jnp.any(active(s))
 
     def train(s: LoopState):
         """One unchecked step of every run at step ``s.t``: params, opt_state, order and loss."""
@@ -164,14 +168,14 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
 
     def checked(s: LoopState, params, opt_state, order, loss):
         """The state after step ``s.t`` from its unchecked results: every stop applied."""
-        active = ~s.converged & ~s.diverged
+        running = active(s)
         first = jnp.where(s.t == 0, loss, s.first_loss)
         blown = ~jnp.isfinite(loss) | (loss > diverge_factor * jnp.maximum(first, 1)) | ~_finite_per_run(params)
-        bad = active & blown
-        apply = active & ~blown
+        bad = running & blown
+        apply = running & ~blown
         return s._replace(
             t=s.t + 1,
-            i=s.i + active,
+            i=s.i + running,
             params=_per_run(apply, params, s.params),
             opt_state=_per_run(apply, opt_state, s.opt_state),
             first_loss=first,
@@ -181,7 +185,7 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
         )
 
     def column(s: LoopState, loss):
-        return jnp.where(~s.converged & ~s.diverged, loss, jnp.nan).astype(state.losses.dtype)
+        return jnp.where(active(s), loss, jnp.nan).astype(state.losses.dtype)
 
     def one_checked_step(s: LoopState):
         params, opt_state, order, loss = train(s)
@@ -210,22 +214,22 @@ def advance(step: Step, batch_size, state: LoopState, x, y, tol, keys, until, di
     def block(s: LoopState):
         # Only small values pass through the inner loops: the (steps, runs) loss
         # buffer is written once per block, after them.
-        small, active = s._replace(losses=None), ~s.converged & ~s.diverged
+        small, running = s._replace(losses=None), active(s)
         n = jnp.where(s.t == 0, 1, jnp.minimum(length, until - s.t))  # step 0 alone: it is always replayed
         end, rows = unchecked_steps(small, n)
         inside = (jnp.arange(length) < n)[:, None]
         event = inside & (~jnp.isfinite(rows) | (rows > diverge_factor * jnp.maximum(s.first_loss, 1)) | (rows < tol))
-        stops = active & (jnp.any(event, axis=0) | ~_finite_per_run(end.params))
+        stops = running & (jnp.any(event, axis=0) | ~_finite_per_run(end.params))
         calm = (s.t > 0) & ~jnp.any(stops)  # step 0 sets first_loss: always checked
 
         # No lax.cond between keeping and replaying: a cond copies its operands (the
         # block's rows and both states) on every block, which cost W5 5-8 %. The selects
         # keep a calm block, and the replay loop then runs zero times; otherwise they
         # restore the block's start and the loop replays it.
-        take = active & calm
+        take = running & calm
         small = end._replace(
             t=jnp.where(calm, end.t, s.t),
-            i=jnp.where(calm, s.i + n * active, s.i),
+            i=jnp.where(calm, s.i + n * running, s.i),
             params=_per_run(take, end.params, s.params),
             opt_state=_per_run(take, end.opt_state, s.opt_state),
             order=s.order,  # a replay starts from the block's start; a calm block's order is taken below
